@@ -1,0 +1,321 @@
+"""RFC 5798 section 6 state machine on synthetic time, alone and on a simulated lossy link."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vipd.announce.schedule import AnnounceParams
+from vipd.vrrp.machine import (
+    AddVips,
+    Announce,
+    Machine,
+    Params,
+    RemoveVips,
+    SendAdvert,
+    State,
+    StateChanged,
+    master_down_interval,
+    skew_time,
+)
+from vipd.vrrp.packet import Advert
+
+from .sim import VIP, Sim
+
+PEER = IPv4Address("192.0.2.99")
+
+
+def machine(priority: int = 100, **kw: object) -> Machine:
+    params = Params(
+        vrid=1, priority=priority, advert_interval=100, primary=IPv4Address("192.0.2.10"), **kw
+    )  # type: ignore[arg-type]
+    return Machine(params)
+
+
+def advert(priority: int, cs: int = 100) -> Advert:
+    return Advert(1, priority, cs, (VIP,))
+
+
+def test_timer_formulas_rfc5798_6_1() -> None:
+    # Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256
+    assert skew_time(100, 1.0) == pytest.approx(156 / 256)
+    assert master_down_interval(100, 1.0) == pytest.approx(3 + 156 / 256)
+    assert master_down_interval(254, 0.1) == pytest.approx(0.3 + 0.2 / 256)
+
+
+def test_start_goes_backup_then_master_after_master_down_interval() -> None:
+    m = machine(100)
+    m.start(0.0)
+    assert m.state is State.BACKUP
+    assert m.drain() == [StateChanged(State.INITIALIZE, State.BACKUP, "startup", 100)]
+    assert m.get_timer() == pytest.approx(3 + 156 / 256)
+    m.handle_timer(3.0)  # not yet: a timer that fires early changes nothing
+    assert m.state is State.BACKUP and m.drain() == []
+    m.handle_timer(m.get_timer() or 0)
+    assert m.state is State.MASTER
+    actions = m.drain()
+    assert actions[:3] == [
+        StateChanged(State.BACKUP, State.MASTER, "master-down", 100),
+        AddVips(),
+        SendAdvert(100),
+    ]
+    assert actions[3] == Announce("became-master")
+
+
+def test_address_owner_goes_straight_to_master() -> None:
+    m = machine(255)
+    m.start(0.0)
+    assert m.state is State.MASTER
+    assert SendAdvert(255) in m.drain()
+
+
+def test_backup_learns_master_adver_interval() -> None:
+    m = machine(100)
+    m.start(0.0)
+    m.receive(advert(200, cs=50), PEER, 1.0)
+    assert m.master_adver_int == 0.5
+    assert m.get_timer() == pytest.approx(1.0 + 1.5 + 156 * 0.5 / 256)
+    assert (m.master_address, m.master_priority) == (PEER, 200)
+
+
+def test_priority_zero_makes_backup_wait_only_skew_time() -> None:
+    m = machine(100)
+    m.start(0.0)
+    m.receive(advert(200), PEER, 1.0)
+    m.receive(advert(0), PEER, 1.5)
+    assert m.get_timer() == pytest.approx(1.5 + 156 / 256)
+
+
+def test_backup_with_preempt_discards_lower_priority() -> None:
+    m = machine(150)
+    m.start(0.0)
+    deadline = m.get_timer()
+    m.receive(advert(100), PEER, 1.0)
+    assert m.get_timer() == deadline  # discarded: the master-down timer was not reset
+
+
+def test_backup_without_preempt_accepts_lower_priority() -> None:
+    m = machine(150, preempt=False)
+    m.start(0.0)
+    m.receive(advert(100), PEER, 1.0)
+    assert m.get_timer() == pytest.approx(1.0 + master_down_interval(150, 1.0))
+
+
+def test_master_yields_to_higher_priority() -> None:
+    m = machine(255)
+    m.start(0.0)
+    m.drain()
+    m.receive(advert(255), IPv4Address("192.0.2.200"), 0.5)  # equal, greater address wins
+    assert m.state is State.BACKUP
+    assert m.drain() == [
+        RemoveVips(),
+        StateChanged(State.MASTER, State.BACKUP, "higher-priority-master", 255),
+    ]
+
+
+def test_master_keeps_role_on_equal_priority_from_lower_address() -> None:
+    m = machine(100)
+    m.start(0.0)
+    m.handle_timer(m.get_timer() or 0)
+    m.drain()
+    m.receive(advert(100), IPv4Address("192.0.2.1"), 5.0)
+    assert m.state is State.MASTER
+    # RFC 9568: answer a competing (lower) master at once; vipd also re-announces.
+    assert m.drain() == [SendAdvert(100), Announce("competing-master")]
+
+
+def test_master_answers_priority_zero_with_advert() -> None:
+    m = machine(255)
+    m.start(0.0)
+    m.drain()
+    m.receive(advert(0), PEER, 0.2)
+    assert m.drain() == [SendAdvert(255)]
+
+
+def test_master_detects_its_own_freeze_and_reannounces() -> None:
+    m = machine(255, announce=AnnounceParams(count=1, spacing=1.2, refresh=0))
+    m.start(0.0)
+    m.drain()
+    m.handle_timer(1.0)
+    assert m.drain() == [SendAdvert(255)]
+    m.handle_timer(9.0)  # due at 2.0, fired at 9.0: we were frozen for 7 s
+    assert m.drain() == [SendAdvert(255), Announce("resumed-from-freeze")]
+
+
+def test_shutdown_from_master_sends_priority_zero_then_removes_vips() -> None:
+    m = machine(255)
+    m.start(0.0)
+    m.drain()
+    m.shutdown(1.0)
+    assert m.drain() == [
+        SendAdvert(0),
+        RemoveVips(),
+        StateChanged(State.MASTER, State.INITIALIZE, "shutdown", 255),
+    ]
+    assert m.get_timer() is None
+
+
+def test_set_priority_while_master_advertises_at_once() -> None:
+    m = machine(255)
+    m.start(0.0)
+    m.drain()
+    with pytest.raises(ValueError):
+        machine(100).set_priority(0, 0.0)
+    m.set_priority(50, 0.3)
+    assert m.drain() == [SendAdvert(50)]
+
+
+# ---- several machines on a simulated link -------------------------------------------------
+
+
+def test_higher_priority_wins_and_exactly_one_master() -> None:
+    sim = Sim()
+    sim.add("a", 150)
+    sim.add("b", 100)
+    sim.start()
+    sim.run_until(10)
+    assert sim.masters() == ["a"]
+    assert sim.holders() == {"a"}
+    assert sim.dual_holder_time() == 0
+
+
+def test_master_killed_backup_takes_over_within_master_down_interval() -> None:
+    sim = Sim()
+    sim.add("a", 150)
+    sim.add("b", 100)
+    sim.start()
+    sim.run_until(10)
+    last_advert = max(t for t, _ in sim.routers["a"].sent)
+    sim.kill("a")
+    sim.run_until(20)
+    took_over = sim.routers["b"].transitions[-1][0]
+    assert sim.masters() == ["b"]
+    assert took_over - last_advert <= master_down_interval(100, 1.0) + sim.delay + 1e-9
+
+
+def test_shutdown_priority_zero_fast_takeover() -> None:
+    sim = Sim()
+    sim.add("a", 150)
+    sim.add("b", 100)
+    sim.start()
+    sim.run_until(10)
+    t0 = sim.now
+    sim.shutdown("a")
+    sim.run_until(20)
+    took_over = sim.routers["b"].transitions[-1][0]
+    assert took_over - t0 == pytest.approx(sim.delay + skew_time(100, 1.0))
+
+
+def test_preempt_returning_higher_priority_takes_back() -> None:
+    sim = Sim()
+    sim.add("a", 150)
+    sim.add("b", 100)
+    sim.start("b")
+    sim.run_until(10)
+    assert sim.masters() == ["b"]
+    sim.start("a")
+    sim.run_until(20)
+    assert sim.masters() == ["a"]
+
+
+def test_nopreempt_returning_higher_priority_stays_backup() -> None:
+    sim = Sim()
+    sim.add("a", 150, preempt=False)
+    sim.add("b", 100)
+    sim.start("b")
+    sim.run_until(10)
+    sim.start("a")
+    sim.run_until(30)
+    assert sim.masters() == ["b"]
+
+
+def test_preempt_delay_holds_off_takeover() -> None:
+    sim = Sim()
+    sim.add("a", 150, preempt_delay=10.0)
+    sim.add("b", 100)
+    sim.start("b")
+    sim.run_until(10)
+    sim.start("a")
+    sim.run_until(18)
+    assert sim.masters() == ["b"]
+    sim.run_until(30)
+    assert sim.masters() == ["a"]
+    took_over = sim.routers["a"].transitions[-1][0]
+    # first lower advert seen just after 10; takeover after delay + one master-down interval
+    assert 20 <= took_over <= 10 + 10 + master_down_interval(150, 1.0) + 1.1
+
+
+def test_equal_priority_tie_break_by_address() -> None:
+    sim = Sim()
+    sim.add("a", 100, addr="192.0.2.20")
+    sim.add("b", 100, addr="192.0.2.30")
+    # Force both into master at once (as after a partition heals).
+    sim.partitioned.add(frozenset(("a", "b")))
+    sim.start()
+    sim.run_until(10)
+    assert sorted(sim.masters()) == ["a", "b"]
+    sim.partitioned.clear()
+    sim.run_until(15)
+    assert sim.masters() == ["b"]
+
+
+def test_frozen_master_reannounces_when_it_wakes() -> None:
+    """Incident A in miniature: the frozen master resumes, the backup that took over steps down,
+    and the resumed master announces (freeze detection and the competing-master rule)."""
+    sim = Sim()
+    sim.add("a", 150)
+    sim.add("b", 100)
+    sim.start()
+    sim.run_until(10)
+    sim.freeze("a")
+    sim.run_until(18)
+    assert sim.routers["b"].machine.state is State.MASTER
+    t_resume = sim.now
+    sim.thaw("a")
+    sim.run_until(25)
+    assert sim.masters() == ["a"]
+    reasons = [r for t, r in sim.routers["a"].announced if t >= t_resume]
+    assert reasons[0] == "resumed-from-freeze"
+    assert sim.routers["a"].announced[-len(reasons)][0] == t_resume
+
+
+def test_learned_interval_from_faster_master() -> None:
+    sim = Sim()
+    sim.add("a", 150, interval_cs=10)
+    sim.add("b", 100, interval_cs=100)
+    sim.start()
+    sim.run_until(5)
+    assert sim.routers["b"].machine.master_adver_int == pytest.approx(0.1)
+    t_kill = sim.now
+    sim.kill("a")
+    sim.run_until(6)
+    assert sim.masters() == ["b"]
+    assert sim.routers["b"].transitions[-1][0] - t_kill <= master_down_interval(100, 0.1) + 0.11
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    prios=st.lists(st.integers(1, 254), min_size=2, max_size=4, unique=True),
+    loss=st.floats(0.0, 0.3),
+    interval_cs=st.sampled_from([10, 100]),
+)
+def test_converges_to_the_highest_priority_after_loss_stops(
+    seed: int, prios: list[int], loss: float, interval_cs: int
+) -> None:
+    """Whatever the loss did meanwhile, once the link is clean again there is exactly one
+    master, the one with the highest priority, within a couple of master-down intervals."""
+    sim = Sim(seed=seed, loss=loss)
+    for i, p in enumerate(prios):
+        sim.add(f"r{i}", p, interval_cs=interval_cs)
+    sim.start()
+    sim.run_until(40 * interval_cs / 100)
+    sim.loss = 0.0
+    settle = sim.now + 2 * master_down_interval(1, interval_cs / 100)
+    sim.run_until(settle)
+    best = f"r{prios.index(max(prios))}"
+    assert sim.masters() == [best]
+    assert sim.holders() == {best}

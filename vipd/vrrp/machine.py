@@ -1,0 +1,288 @@
+"""The VRRPv3 state machine of RFC 5798 section 6.4, with the RFC 9568 fixes. Pure.
+
+Every state transition lives in this file. The machine does no I/O and reads no clock: each
+entry point takes ``now`` (seconds on any monotonic clock), :meth:`Machine.get_timer` returns the
+earliest absolute deadline, and outputs are drained with :meth:`Machine.drain`. The caller owns
+sockets, netlink and the single timer it arms at ``get_timer()``.
+
+Transitions (input -> action, next state), ``P`` the local priority, ``p`` the advert's:
+
+========== ======================== ============================================= ==========
+state      input                    actions                                       next
+========== ======================== ============================================= ==========
+INITIALIZE start, P == 255          advert, add VIPs, announce                    MASTER
+INITIALIZE start, P < 255           arm Master_Down_Timer                         BACKUP
+BACKUP     Master_Down_Timer        advert, add VIPs, announce                    MASTER
+BACKUP     advert p == 0            Master_Down_Timer := Skew_Time                BACKUP
+BACKUP     advert p >= P, or no     learn Master_Adver_Interval, re-arm           BACKUP
+           preempt, or within       Master_Down_Timer
+           preempt_delay
+BACKUP     advert p < P, preempt    discard (the master-down timer will fire)     BACKUP
+MASTER     Adver_Timer              advert (announce too if the timer fired more  MASTER
+                                    than one interval late: we were frozen)
+MASTER     advert p == 0            advert at once                                MASTER
+MASTER     advert p > P, or p == P  remove VIPs, learn interval, arm              BACKUP
+           and sender > primary     Master_Down_Timer
+MASTER     advert otherwise         advert at once (RFC 9568), announce: a        MASTER
+                                    competing master may have moved ARP caches
+any        shutdown                 if MASTER: advert priority 0, remove VIPs     INITIALIZE
+========== ======================== ============================================= ==========
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+from vipd.announce.schedule import AnnounceParams, AnnounceSchedule
+from vipd.vrrp.packet import Advert
+
+IPAddress = IPv4Address | IPv6Address
+
+
+class State(enum.Enum):
+    INITIALIZE = "initialize"
+    BACKUP = "backup"
+    MASTER = "master"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    vrid: int
+    priority: int
+    advert_interval: int  # centiseconds
+    primary: IPAddress  # this router's address on the link; the equal-priority tie-break
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    announce: AnnounceParams = field(default_factory=AnnounceParams)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.priority <= 255:
+            raise ValueError(f"priority must be 1..255, got {self.priority}")
+        if not 1 <= self.advert_interval <= 4095:
+            raise ValueError("advert_interval must be 1..4095 centiseconds")
+
+
+# Outputs, drained by the caller in order.
+@dataclass(frozen=True, slots=True)
+class SendAdvert:
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddVips:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveVips:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    old: State
+    new: State
+    reason: str
+    priority: int
+
+
+Action = SendAdvert | AddVips | RemoveVips | Announce | StateChanged
+
+
+def skew_time(priority: int, master_adver_int: float) -> float:
+    """RFC 5798 section 6.1 (as corrected by RFC 9568): ((256 - Priority) * MAI) / 256."""
+    return ((256 - priority) * master_adver_int) / 256
+
+
+def master_down_interval(priority: int, master_adver_int: float) -> float:
+    return 3 * master_adver_int + skew_time(priority, master_adver_int)
+
+
+class Machine:
+    """One VRRP instance (one VRID on one interface, one address family)."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self.priority = params.priority
+        self.state = State.INITIALIZE
+        self.master_adver_int = params.advert_interval / 100  # seconds, learned in BACKUP
+        self.master_address: IPAddress | None = None
+        self.master_priority: int | None = None
+        self._adver_at: float | None = None
+        self._master_down_at: float | None = None
+        self._lower_master_since: float | None = None
+        self._announce = AnnounceSchedule(params.announce)
+        self._actions: list[Action] = []
+
+    # ---- queries ---------------------------------------------------------------------------
+    @property
+    def advert_interval(self) -> float:
+        return self.params.advert_interval / 100
+
+    @property
+    def master_down_interval(self) -> float:
+        return master_down_interval(self.priority, self.master_adver_int)
+
+    def get_timer(self) -> float | None:
+        """The earliest absolute time at which :meth:`handle_timer` has work to do."""
+        times = [
+            t
+            for t in (self._adver_at, self._master_down_at, self._announce.deadline())
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def drain(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    # ---- inputs ----------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        if self.state is not State.INITIALIZE:
+            return
+        if self.priority == 255:
+            self._become_master(now, "address-owner")
+        else:
+            self._become_backup(now, "startup", self.advert_interval)
+
+    def shutdown(self, now: float) -> None:
+        if self.state is State.MASTER:
+            self._emit(SendAdvert(0))
+            self._emit(RemoveVips())
+        self._announce.stop()
+        self._adver_at = self._master_down_at = None
+        self._change(State.INITIALIZE, "shutdown")
+
+    def set_priority(self, priority: int, now: float) -> None:
+        """Change the effective priority (tracking, maintenance). A master advertises the new
+        value at once so a backup with preemption can take over without waiting."""
+        if not 1 <= priority <= 254 and not (priority == 255 and self.params.priority == 255):
+            raise ValueError(f"effective priority must be 1..254, got {priority}")
+        if priority == self.priority:
+            return
+        self.priority = priority
+        if self.state is State.MASTER:
+            self._send_advert(now)
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is State.MASTER and self._adver_at is not None and now >= self._adver_at:
+            late = now - self._adver_at
+            self._send_advert(now)
+            if late > self.advert_interval:
+                # Our own timer fired a whole interval late: we were frozen (VM pause, SIGSTOP,
+                # GC). A backup may have taken over and moved the neighbours' caches meanwhile.
+                self._trigger_announce(now, "resumed-from-freeze")
+        if (
+            self.state is State.BACKUP
+            and self._master_down_at is not None
+            and now >= self._master_down_at
+        ):
+            self._become_master(now, "master-down")
+        if self.state is State.MASTER:
+            reason = self._announce.handle_timer(now)
+            if reason is not None:
+                self._emit(Announce(reason))
+
+    def receive(self, advert: Advert, src: IPAddress, now: float) -> None:
+        """A validated advert for our VRID from ``src``."""
+        if advert.vrid != self.params.vrid:
+            raise ValueError("advert for another VRID")
+        if self.state is State.BACKUP:
+            self._backup_receive(advert, src, now)
+        elif self.state is State.MASTER:
+            self._master_receive(advert, src, now)
+
+    # ---- per-state handlers ------------------------------------------------------------------
+    def _backup_receive(self, advert: Advert, src: IPAddress, now: float) -> None:
+        if advert.priority == 0:
+            # The master is leaving: take over after Skew_Time only (section 6.4.2).
+            self._master_down_at = now + skew_time(self.priority, self.master_adver_int)
+            self.master_priority = 0
+            return
+        if advert.priority >= self.priority or not self.params.preempt:
+            self._lower_master_since = None
+            self._accept_master(advert, src, now)
+            return
+        # A lower-priority master and we preempt, but only once preempt_delay has passed
+        # since we first saw it (keepalived's preempt_delay).
+        if self._lower_master_since is None:
+            self._lower_master_since = now
+        if now - self._lower_master_since < self.params.preempt_delay:
+            self._accept_master(advert, src, now)
+        # else: discard, so Master_Down_Timer fires and we take over.
+
+    def _master_receive(self, advert: Advert, src: IPAddress, now: float) -> None:
+        if advert.priority == 0:
+            self._send_advert(now)
+            return
+        if advert.priority > self.priority or (
+            advert.priority == self.priority and int(src) > int(self.params.primary)
+        ):
+            self._emit(RemoveVips())
+            self._announce.stop()
+            self._adver_at = None
+            self._become_backup(
+                now, "higher-priority-master", advert.max_adver_int / 100, advert, src
+            )
+            return
+        # A competing master with lower priority: RFC 9568 says advertise at once; we also
+        # re-announce, the moment incident A went wrong.
+        self._send_advert(now)
+        self._trigger_announce(now, "competing-master")
+
+    # ---- transitions ---------------------------------------------------------------------
+    def _become_master(self, now: float, reason: str) -> None:
+        self._master_down_at = None
+        self._lower_master_since = None
+        self.master_address = self.params.primary
+        self.master_priority = self.priority
+        self._change(State.MASTER, reason)
+        self._emit(AddVips())
+        self._send_advert(now)
+        announce = self._announce.start(now, "became-master")
+        if announce is not None:
+            self._emit(Announce(announce))
+
+    def _become_backup(
+        self,
+        now: float,
+        reason: str,
+        master_adver_int: float,
+        advert: Advert | None = None,
+        src: IPAddress | None = None,
+    ) -> None:
+        self.master_adver_int = master_adver_int
+        self.master_address = src
+        self.master_priority = advert.priority if advert else None
+        self._master_down_at = now + self.master_down_interval
+        self._change(State.BACKUP, reason)
+
+    def _accept_master(self, advert: Advert, src: IPAddress, now: float) -> None:
+        self.master_adver_int = advert.max_adver_int / 100
+        self.master_address = src
+        self.master_priority = advert.priority
+        self._master_down_at = now + self.master_down_interval
+
+    def _send_advert(self, now: float) -> None:
+        self._emit(SendAdvert(self.priority))
+        self._adver_at = now + self.advert_interval
+
+    def _trigger_announce(self, now: float, reason: str) -> None:
+        announce = self._announce.trigger(now, reason)
+        if announce is not None:
+            self._emit(Announce(announce))
+
+    def _change(self, new: State, reason: str) -> None:
+        old, self.state = self.state, new
+        if old is not new:
+            self._emit(StateChanged(old, new, reason, self.priority))
+
+    def _emit(self, action: Action) -> None:
+        self._actions.append(action)
