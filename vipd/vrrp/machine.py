@@ -12,7 +12,8 @@ state      input                    actions                                     
 ========== ======================== ============================================= ==========
 INITIALIZE start, P == 255          advert, add VIPs, announce                    MASTER
 INITIALIZE start, P < 255           arm Master_Down_Timer                         BACKUP
-BACKUP     Master_Down_Timer        advert, add VIPs, announce                    MASTER
+BACKUP     Master_Down_Timer        advert, add VIPs, announce (reason            MASTER
+                                    master-released after a priority-0 advert)
 BACKUP     advert p == 0            Master_Down_Timer := Skew_Time                BACKUP
 BACKUP     advert p >= P, or no     learn Master_Adver_Interval, re-arm           BACKUP
            preempt, or within       Master_Down_Timer
@@ -184,7 +185,9 @@ class Machine:
             and self._master_down_at is not None
             and now >= self._master_down_at
         ):
-            self._become_master(now, "master-down")
+            self._become_master(
+                now, "master-released" if self.master_priority == 0 else "master-down"
+            )
         if self.state is State.MASTER:
             reason = self._announce.handle_timer(now)
             if reason is not None:

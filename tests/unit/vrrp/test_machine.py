@@ -205,8 +205,9 @@ def test_shutdown_priority_zero_fast_takeover() -> None:
     t0 = sim.now
     sim.shutdown("a")
     sim.run_until(20)
-    took_over = sim.routers["b"].transitions[-1][0]
+    took_over, change = sim.routers["b"].transitions[-1]
     assert took_over - t0 == pytest.approx(sim.delay + skew_time(100, 1.0))
+    assert change.reason == "master-released"
 
 
 def test_preempt_returning_higher_priority_takes_back() -> None:

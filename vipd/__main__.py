@@ -1,0 +1,3 @@
+from vipd.cli import vipd_main
+
+raise SystemExit(vipd_main())

@@ -1,0 +1,126 @@
+"""Command-line entry points: ``vipd`` (run, check, demo) and ``vipctl`` (talks to a running
+daemon over its control socket). Each ``main`` takes ``argv`` and returns the exit code, so
+tests call them directly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+DEFAULT_CONFIG = "/etc/vipd/vipd.toml"
+DEFAULT_SOCKET = "/run/vipd/vipd.sock"
+
+
+def vipd_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vipd", description="VRRPv3 virtual-IP daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    check = sub.add_parser("check", help="validate a config file and exit (like keepalived -t)")
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    demo = sub.add_parser("demo", help="a live two-node pair in network namespaces (root)")
+    demo.add_argument("--advert-interval", type=float, default=1.0)
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        return _check(args.config)
+    if args.command == "run":
+        return _run(args.config)
+    from vipd.demo import run_demo
+
+    return run_demo(advert_interval=args.advert_interval)
+
+
+def _check(path: str) -> int:
+    from vipd.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{path}: OK, {len(config.instances)} instance(s)")
+    return 0
+
+
+def _run(path: str) -> int:
+    from vipd.config import ConfigError, load_config
+    from vipd.daemon import Daemon, StartupError
+    from vipd.log import setup_logging
+    from vipd.net.addrs import NetlinkError
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    setup_logging(config.log_format, config.log_level)
+    try:
+        asyncio.run(Daemon(config).run())
+    except (StartupError, NetlinkError, PermissionError) as exc:
+        print(f"vipd: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---- vipctl ---------------------------------------------------------------------------------
+
+
+def vipctl_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vipctl", description="control a running vipd")
+    parser.add_argument("-s", "--socket", default=DEFAULT_SOCKET, help="control socket path")
+    sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser(
+        "status", help="per-instance state; exit 0 healthy, 1 degraded, 2 unreachable"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+
+    from vipd.control import request
+
+    try:
+        answer = request(args.socket, args.command)
+    except (OSError, ValueError) as exc:
+        print(f"vipctl: cannot reach vipd at {args.socket}: {exc}", file=sys.stderr)
+        return 2
+    if not answer.get("ok"):
+        print(f"vipctl: {answer.get('error')}", file=sys.stderr)
+        return 1
+    result: dict[str, Any] = answer["result"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(_status_table(result))
+    healthy = all(i["state"] in ("master", "backup") for i in result["instances"])
+    return 0 if healthy else 1
+
+
+def _status_table(status: dict[str, Any]) -> str:
+    header = ("INSTANCE", "STATE", "PRIO", "VRID", "INTERFACE", "VIPS", "MASTER", "LAST CHANGE")
+    rows: list[tuple[str, ...]] = [header]
+    for i in status["instances"]:
+        last = i["last_transition"]
+        prio = str(i["effective_priority"])
+        if i["effective_priority"] != i["priority"]:
+            prio += f"/{i['priority']}"
+        master = "-" if not i["master"] else f"{i['master']} ({i['master_priority']})"
+        rows.append(
+            (
+                i["name"],
+                i["state"].upper(),
+                prio,
+                str(i["vrid"]),
+                i["interface"],
+                ",".join(i["vips"]),
+                master,
+                "-" if last is None else f"{last['from']}->{last['to']} ({last['reason']})",
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    lines.append(f"node {status['node']}, up {status['uptime']:.0f} s")
+    return "\n".join(line.rstrip() for line in lines)
