@@ -67,6 +67,7 @@ _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def _check_mac(mac: bytes) -> bytes:
+    """Reject anything but 6 bytes, so a bad MAC fails loudly, not on the wire."""
     if not isinstance(mac, bytes | bytearray) or len(mac) != 6:
         raise ValueError(f"a MAC address is 6 bytes, got {mac!r}")
     return bytes(mac)
@@ -107,10 +108,12 @@ def vmac_for(vrid: int, family: int) -> bytes:
 
 
 def _ethernet(dst: bytes, src: bytes, ethertype: int) -> bytes:
+    """Ethernet II header (no VLAN tag: the kernel adds one for VLAN devices)."""
     return dst + src + struct.pack("!H", ethertype)
 
 
 def _arp(op: int, mac: bytes, vip: IPv4Address, target_mac: bytes) -> bytes:
+    """Ethernet/IPv4 ARP payload (RFC 826) with sender IP = target IP = ``vip``."""
     return struct.pack(
         "!HHBBH6s4s6s4s",
         _ARP_HTYPE_ETHERNET,
@@ -145,6 +148,7 @@ def garp_frames(mac: bytes, vip: IPv4Address) -> list[bytes]:
 
 
 def _ones_complement_sum(data: bytes) -> int:
+    """16-bit one's complement sum (RFC 1071), odd lengths padded with a zero byte."""
     if len(data) % 2:
         data += b"\x00"
     total = 0

@@ -115,6 +115,7 @@ def vmac_name(vrid: int, family: int) -> str:
 
 
 def _netns_path(netns: str) -> str:
+    """Resolve a namespace name (``ip netns add`` puts them in /run/netns) or path."""
     if "/" in netns:
         return netns
     for base in ("/run/netns", "/var/run/netns"):
@@ -168,18 +169,25 @@ def in_netns(netns: str, fn: Callable[[], T]) -> T:
 
 
 def _attr(msg: Any, name: str) -> Any:
+    """One netlink attribute of a pyroute2 message (untyped library, typed call sites)."""
     return msg.get_attr(name)
 
 
 def _addr_flags(msg: Any) -> int:
-    # IFA_FLAGS (u32) supersedes the 8-bit ifa_flags header field when present.
+    """An address's IFA_F_* flags, to tell tentative/DAD-failed addresses apart.
+
+    IFA_FLAGS (u32) supersedes the 8-bit ifa_flags header field when present.
+    """
     flags = _attr(msg, "IFA_FLAGS")
     return int(msg["flags"] if flags is None else flags)
 
 
 def _iface_of(msg: Any) -> IPv4Interface | IPv6Interface:
-    # For IPv4 IFA_LOCAL is the address itself (IFA_ADDRESS is the peer on
-    # point-to-point links); IPv6 only sends IFA_LOCAL for peer addresses.
+    """The address/prefix an RTM_NEWADDR message describes.
+
+    For IPv4 IFA_LOCAL is the address itself (IFA_ADDRESS is the peer on
+    point-to-point links); IPv6 only sends IFA_LOCAL for peer addresses.
+    """
     addr = _attr(msg, "IFA_LOCAL") if msg["family"] == socket.AF_INET else None
     if addr is None:
         addr = _attr(msg, "IFA_ADDRESS")
@@ -189,6 +197,7 @@ def _iface_of(msg: Any) -> IPv4Interface | IPv6Interface:
 
 
 def _lifetime_seconds(lifetime: float | None) -> int:
+    """Seconds for IFA_CACHEINFO: whole, >= 1, and below 0xffffffff ("forever")."""
     if lifetime is None:
         return _INFINITY_LIFE_TIME
     if not math.isfinite(lifetime) or lifetime < 0:
@@ -224,12 +233,14 @@ class AddressManager:
             raise
 
     def _start_worker(self, ipr: IPRoute | None) -> Any:
+        """First task on the worker: enter the namespace, then open netlink there."""
         self._worker_ident = threading.get_ident()
         if self._netns is not None:
             _setns_current_thread(self._netns)
         return IPRoute() if ipr is None else ipr
 
     def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the worker thread and wait (directly if already on it)."""
         if self._closed:
             raise ValueError("AddressManager is closed")
         if threading.get_ident() == self._worker_ident:
@@ -266,24 +277,29 @@ class AddressManager:
     # -- helpers that run on the worker thread ---------------------------------
 
     def _where(self) -> str:
+        """Suffix naming the namespace in error messages, so a lab failure is legible."""
         return "" if self._netns is None else f" in netns {self._netns}"
 
     def _index(self, ifname: str) -> int | None:
+        """ifindex of ``ifname``, or None if there is no such interface."""
         found = self._ipr.link_lookup(ifname=ifname)
         return int(found[0]) if found else None
 
     def _require_index(self, ifname: str) -> int:
+        """ifindex of ``ifname``; NetlinkError(ENODEV) naming it if missing."""
         index = self._index(ifname)
         if index is None:
             raise NetlinkError(f"interface {ifname!r} does not exist{self._where()}", errno.ENODEV)
         return index
 
     def _addr_msgs(self, index: int, family: int = socket.AF_UNSPEC) -> list[Any]:
+        """RTM_NEWADDR dump for one interface (optionally one family)."""
         if family == socket.AF_UNSPEC:
             return list(self._ipr.addr("dump", index=index))
         return list(self._ipr.addr("dump", index=index, family=family))
 
     def _link_locals(self, index: int, usable_only: bool) -> list[IPv6Address]:
+        """fe80::/10 addresses on ``index``; ``usable_only`` skips tentative ones too."""
         bad = _IFA_F_TENTATIVE | _IFA_F_DADFAILED if usable_only else _IFA_F_DADFAILED
         out = []
         for msg in self._addr_msgs(index, socket.AF_INET6):
@@ -294,15 +310,18 @@ class AddressManager:
         return out
 
     def _kernel(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a pyroute2 request, turning its errors into our NetlinkError with context."""
         try:
             return fn()
         except _PyrNetlinkError as exc:
             raise NetlinkError(f"{what}{self._where()}: {exc.args[-1]}", exc.code) from exc
 
     def _sysctl_path(self, dev: str, name: str) -> str:
+        """/proc/sys path of an IPv4 per-device setting (dots in names stay dots here)."""
         return f"/proc/sys/net/ipv4/conf/{dev}/{name}"
 
     def _read_sysctl(self, dev: str, name: str) -> str:
+        """Read a setting, from the worker thread's (i.e. the managed) namespace."""
         path = self._sysctl_path(dev, name)
         try:
             with open(path) as f:
@@ -311,6 +330,7 @@ class AddressManager:
             raise NetlinkError(f"cannot read {path}{self._where()}: {exc}", exc.errno) from exc
 
     def _write_sysctl(self, dev: str, name: str, value: str) -> None:
+        """Write a setting in the managed namespace; NetlinkError if that fails."""
         path = self._sysctl_path(dev, name)
         try:
             with open(path, "w") as f:
@@ -484,7 +504,8 @@ class AddressManager:
         The kernel uses max(conf/all, conf/<dev>) for arp_ignore and rp_filter,
         so a host-wide rp_filter=1 still applies to the vmac.  The parent's
         previous arp_ignore/arp_filter are remembered by this manager and put
-        back by :meth:`remove_vmac` when its last IPv4 vmac goes.
+        back by :meth:`remove_vmac` when its last IPv4 vmac goes (a restarted
+        daemon only sees the values it set itself, so they then stay set).
         """
         return self._run(self._ensure_vmac, parent, vrid, family)
 
@@ -562,6 +583,7 @@ class AddressManager:
         return name
 
     def _set_arp_sysctls(self, parent: str, vmac: str) -> None:
+        """Apply keepalived's vmac ARP settings (see ensure_vmac), saving the parent's."""
         for key, value in (
             ("arp_ignore", "1"),
             ("accept_local", "1"),
@@ -582,6 +604,7 @@ class AddressManager:
         saved[2].add(vmac)
 
     def _delete_link(self, name: str, index: int) -> None:
+        """Delete a link we already checked is a macvlan."""
         self._kernel(f"delete {name}", lambda: self._ipr.link("del", index=index))
 
     def remove_vmac(self, name: str) -> bool:
