@@ -267,7 +267,7 @@ class _Locator:
             if text.startswith("[[", i):
                 keys, i = self._key(i + 2)
                 if keys:
-                    parent = self._resolve(keys[:-1])
+                    parent = self._resolve(keys[:-1], start)
                     array = (*parent, keys[-1])
                     self._mark(array, start)
                     count = self._aot_counts.get(array, 0) + 1
@@ -277,8 +277,7 @@ class _Locator:
             elif text[i] == "[":
                 keys, i = self._key(i + 1)
                 if keys:
-                    table = self._resolve(keys)
-                    self._mark(table, start)
+                    table = self._resolve(keys, start)
             else:
                 keys, i = self._key(i)
                 if keys:
@@ -290,14 +289,18 @@ class _Locator:
             # The rest of the line can only be a closing bracket, blanks or a comment.
             i = self._next_line(max(i, start))
 
-    def _resolve(self, keys: _Path) -> _Path:
-        """Header keys -> path, descending into the latest entry of each [[array]]."""
+    def _resolve(self, keys: _Path, pos: int) -> _Path:
+        """Header keys -> path, descending into the latest entry of each [[array]].
+
+        Tables that the header creates implicitly (``a`` for ``[a.b]``) get its line.
+        """
         path: _Path = ()
         for key in keys:
             path = (*path, key)
             count = self._aot_counts.get(path)
             if count:
                 path = (*path, count - 1)
+            self._mark(path, pos)
         return path
 
     def _key(self, i: int) -> tuple[_Path, int]:
