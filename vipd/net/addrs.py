@@ -57,6 +57,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+# What a parent of an IPv4 vmac needs (see AddressManager.ensure_vmac).
+_PARENT_ARP_SYSCTLS = {"arp_ignore": "1", "arp_filter": "1", "arp_announce": "2"}
+
 # linux/if.h, linux/if_addr.h, linux/if_link.h, linux/sched.h
 _IFF_UP = 0x1
 _IFF_LOWER_UP = 0x10000
@@ -223,8 +226,8 @@ class AddressManager:
         self._own_ipr = ipr is None
         self._closed = False
         self._worker_ident: int | None = None
-        # Parent interface -> (saved arp_ignore, saved arp_filter, v4 vmacs on it).
-        self._parent_arp: dict[str, tuple[str, str, set[str]]] = {}
+        # Parent interface -> (its ARP sysctls before we changed them, v4 vmacs on it).
+        self._parent_arp: dict[str, tuple[dict[str, str], set[str]]] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipd-netlink")
         try:
             self._ipr: Any = self._executor.submit(self._start_worker, ipr).result()
@@ -493,6 +496,11 @@ class AddressManager:
           vmac instead of advertising its physical MAC for them;
         * parent ``arp_filter=1``: answer only when the reply would be routed
           out of the receiving interface;
+        * parent ``arp_announce=2``: when the parent itself ARPs (e.g. for the
+          client a VIP connection answers), use the parent's own address as the
+          sender IP, never the VIP; otherwise every such request would tell the
+          neighbours that the VIP lives at the parent's physical MAC (found by
+          the vmac integration test: the client's entry moved off the vmac);
         * vmac ``arp_ignore=1``: the vmac must not answer for the parent's own
           addresses with the virtual MAC;
         * vmac ``accept_local=1`` and ``rp_filter=0``: accept packets (e.g.
@@ -593,15 +601,11 @@ class AddressManager:
             self._write_sysctl(vmac, key, value)
         saved = self._parent_arp.get(parent)
         if saved is None:
-            saved = (
-                self._read_sysctl(parent, "arp_ignore"),
-                self._read_sysctl(parent, "arp_filter"),
-                set(),
-            )
+            saved = ({k: self._read_sysctl(parent, k) for k in _PARENT_ARP_SYSCTLS}, set())
             self._parent_arp[parent] = saved
-        self._write_sysctl(parent, "arp_ignore", "1")
-        self._write_sysctl(parent, "arp_filter", "1")
-        saved[2].add(vmac)
+        for key, value in _PARENT_ARP_SYSCTLS.items():
+            self._write_sysctl(parent, key, value)
+        saved[1].add(vmac)
 
     def _delete_link(self, name: str, index: int) -> None:
         """Delete a link we already checked is a macvlan."""
@@ -637,12 +641,12 @@ class AddressManager:
                         f"delete {name}{self._where()}: {exc.args[-1]}", exc.code
                     ) from exc
                 existed = False
-        for parent, (arp_ignore, arp_filter, vmacs) in list(self._parent_arp.items()):
+        for parent, (previous, vmacs) in list(self._parent_arp.items()):
             if name in vmacs:
                 vmacs.discard(name)
                 if not vmacs:
                     del self._parent_arp[parent]
                     if self._index(parent) is not None:
-                        self._write_sysctl(parent, "arp_ignore", arp_ignore)
-                        self._write_sysctl(parent, "arp_filter", arp_filter)
+                        for key, value in previous.items():
+                            self._write_sysctl(parent, key, value)
         return existed
