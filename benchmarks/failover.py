@@ -1,0 +1,498 @@
+"""Failover benchmark: vipd against keepalived, as a client with a 4-hour ARP cache sees it.
+
+Run as root::
+
+    /tmp/venv/bin/python benchmarks/failover.py [--runs N] [--intervals 1.0,0.1]
+                                                [--out docs/benchmarks.md]
+
+For every advert interval and every fault, both implementations run in the
+same lab topology (vipd.lab: a bridge namespace, nodes n1 priority 150 and n2
+priority 100, a client whose neighbour entries stay REACHABLE for 4 hours, a
+TCP responder on each node) and the same TCP probe (a fresh connection from
+the client to the VIP every 10 ms, 200 ms timeout each). Faults:
+
+* ``kill+cut``: SIGKILL the master (for keepalived: its whole process group,
+  parent and VRRP child), then take its switch port down.
+* ``sigterm``: SIGTERM the master, which shuts down cleanly and sends a
+  priority-0 advert.
+
+The measured value is the client-visible outage: the longest gap between two
+successful probe attempts (by start time) from the last success before the
+fault up to the first success answered by the backup after it. It is an upper
+bound accurate to one probe interval (10 ms).
+
+keepalived runs with its default configuration apart from what the scenario
+needs (vrrp_version 3, one vrrp_instance, state BACKUP, priority, advert_int,
+the VIP), so this compares defaults with defaults. Every lab is torn down
+(namespaces deleted) after each run, also on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import itertools
+import os
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vipd.lab.netns import Host, Lab
+from vipd.lab.pair import RESPONDER_PORT, Pair, logs, wait_until
+from vipd.lab.probe import ProbeLog
+
+VIP = "192.0.2.100"
+VIP_CIDR = f"{VIP}/24"
+VRID = 51
+PRIORITIES = {"n1": 150, "n2": 100}
+BACKUP_PRIORITY = PRIORITIES["n2"]
+SCENARIOS = ("kill+cut", "sigterm")
+IMPLS = ("vipd", "keepalived")
+GOAL_SLACK = 0.05  # the project's goal: no slower than Master_Down_Interval + 50 ms
+SETTLE = 0.3  # after the backup answered: let in-flight attempts (timeout 0.2 s) report
+
+
+def master_down_interval(interval: float, priority: int = BACKUP_PRIORITY) -> float:
+    """RFC 5798 6.1: 3 * Master_Adver_Interval + Skew_Time, for the backup's priority."""
+    return 3 * interval + (256 - priority) * interval / 256
+
+
+def rfc_bound(interval: float) -> float:
+    return master_down_interval(interval) + GOAL_SLACK
+
+
+# --------------------------------------------------------------------------- #
+# Measuring                                                                    #
+# --------------------------------------------------------------------------- #
+
+
+def client_outage(probe: ProbeLog, t_fault: float, backup: str = "n2") -> float:
+    """Longest gap between successive successes, from the last success before ``t_fault``
+    to the first success answered by ``backup`` at or after it."""
+    results = probe.results()
+    first_backup = probe.first_success_after(t_fault, node=backup)
+    if first_backup is None:
+        raise RuntimeError(f"{backup} never answered after the fault")
+    before = [r.t for r in results if r.ok and r.t < t_fault]
+    if not before:
+        raise RuntimeError("no successful probe before the fault")
+    times = [before[-1], *(r.t for r in results if r.ok and t_fault <= r.t <= first_backup)]
+    return max(b - a for a, b in itertools.pairwise(times))
+
+
+class Cluster(Protocol):
+    def holders(self) -> list[str]: ...
+    def converge(self) -> None: ...
+    def fault(self, scenario: str) -> None: ...
+    def start_probe(self) -> ProbeLog: ...
+    def diagnostics(self) -> str: ...
+
+
+def measure(cluster: Cluster, scenario: str) -> float:
+    cluster.converge()
+    probe = cluster.start_probe()
+    probe.wait_for_success(node="n1", timeout=10)
+    time.sleep(0.3)  # a steady stream of successes from n1 before the fault
+    t_fault = time.monotonic()
+    cluster.fault(scenario)
+    probe.wait_for_success(after=t_fault, node="n2", timeout=20)
+    time.sleep(SETTLE)
+    probe.stop()
+    return client_outage(probe, t_fault)
+
+
+# --------------------------------------------------------------------------- #
+# vipd                                                                         #
+# --------------------------------------------------------------------------- #
+
+
+class VipdCluster:
+    def __init__(self, lab: Lab, interval: float, workdir: Path) -> None:
+        self.pair = Pair(lab, workdir=workdir, advert_interval=interval, vrid=VRID)
+
+    def holders(self) -> list[str]:
+        return self.pair.holders()
+
+    def converge(self) -> None:
+        self.pair.start()
+        wait_until(lambda: self.pair.holders() == ["n1"], 15, what="n1 to hold the VIP")
+        wait_until(
+            lambda: self.pair.nodes["n2"].instance()["master_priority"] is not None,
+            15,
+            what="n2 to hear the master",
+        )
+
+    def start_probe(self) -> ProbeLog:
+        return self.pair.probe()  # type: ignore[no-any-return]
+
+    def fault(self, scenario: str) -> None:
+        if scenario == "kill+cut":
+            self.pair.kill("n1")
+            self.pair.lab.cut(self.pair.nodes["n1"].host)
+        elif scenario == "sigterm":
+            self.pair.stop("n1")
+        else:
+            raise ValueError(scenario)
+
+    def diagnostics(self) -> str:
+        return logs(list(self.pair.nodes.values()))
+
+    def close(self) -> None:
+        self.pair.close()
+
+
+# --------------------------------------------------------------------------- #
+# keepalived                                                                   #
+# --------------------------------------------------------------------------- #
+
+KEEPALIVED_CONF = """\
+global_defs {{
+    vrrp_version 3
+}}
+
+vrrp_instance VI_1 {{
+    state BACKUP
+    interface eth0
+    virtual_router_id {vrid}
+    priority {priority}
+    advert_int {interval}
+    virtual_ipaddress {{
+        {vip}
+    }}
+}}
+"""
+
+
+def keepalived_version() -> str:
+    proc = subprocess.run(["keepalived", "--version"], capture_output=True, text=True, check=False)
+    first = (proc.stdout + proc.stderr).strip().splitlines()
+    return first[0] if first else "unknown"
+
+
+class KeepalivedCluster:
+    """The same topology as :class:`Pair`, with keepalived on n1 and n2."""
+
+    def __init__(self, lab: Lab, interval: float, workdir: Path) -> None:
+        self.lab = lab
+        self.interval = interval
+        self.workdir = workdir
+        self.hosts: dict[str, Host] = {}
+        self.procs: dict[str, subprocess.Popen[Any]] = {}
+        for i, name in enumerate(PRIORITIES, start=1):
+            host = lab.add_host(name, f"192.0.2.{10 + i}/24", f"2001:db8::{10 + i}/64")
+            host.start_responder(RESPONDER_PORT)
+            self.hosts[name] = host
+        self.client = lab.add_host("client", "192.0.2.50/24", "2001:db8::50/64")
+        self.client.set_long_arp()
+
+    def _paths(self, name: str) -> dict[str, Path]:
+        base = self.workdir / f"keepalived-{name}"
+        return {
+            "conf": base.with_suffix(".conf"),
+            "pid": base.with_suffix(".pid"),
+            "vrrp_pid": base.with_name(base.name + "-vrrp.pid"),
+            "log": base.with_suffix(".log"),
+        }
+
+    def start(self, name: str) -> None:
+        paths = self._paths(name)
+        paths["conf"].write_text(
+            KEEPALIVED_CONF.format(
+                vrid=VRID, priority=PRIORITIES[name], interval=self.interval, vip=VIP_CIDR
+            )
+        )
+        argv = [
+            "keepalived",
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--no-syslog",
+            "--vrrp",
+            "--use-file",
+            str(paths["conf"]),
+            "--pid",
+            str(paths["pid"]),
+            "--vrrp_pid",
+            str(paths["vrrp_pid"]),
+        ]
+        with paths["log"].open("ab") as log:
+            # popen starts a new session: `ip netns exec` execs keepalived, so the process is
+            # keepalived's parent and the group leader; its VRRP child stays in that group.
+            self.procs[name] = self.hosts[name].popen(argv, stdout=log, stderr=log)
+
+    def vrrp_pid(self, name: str) -> int | None:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return int(self._paths(name)["vrrp_pid"].read_text().split()[0])
+        return None
+
+    def holders(self) -> list[str]:
+        return [
+            name
+            for name, host in self.hosts.items()
+            if any(a.split("/")[0] == VIP for a in host.addresses())
+        ]
+
+    def converge(self) -> None:
+        for name in self.hosts:
+            self.start(name)
+        for name, proc in self.procs.items():
+            wait_until(
+                lambda n=name, p=proc: p.poll() is None and self.vrrp_pid(n) is not None,  # type: ignore[misc]
+                10,
+                what=f"keepalived on {name} to start its VRRP child",
+            )
+        wait_until(lambda: self.holders() == ["n1"], 20, what="n1 to hold the VIP")
+        # keepalived has no status query here: n2 has heard n1 once it stays backup for
+        # longer than its own Master_Down_Interval with n1 already master.
+        time.sleep(master_down_interval(self.interval) + 0.2)
+        if self.holders() != ["n1"]:
+            raise RuntimeError(f"keepalived did not settle: holders {self.holders()}")
+
+    def start_probe(self) -> ProbeLog:
+        return self.client.start_probe(VIP, RESPONDER_PORT)
+
+    def fault(self, scenario: str) -> None:
+        proc = self.procs["n1"]
+        child = self.vrrp_pid("n1")
+        if scenario == "kill+cut":
+            # A real crash: parent and VRRP child die at once, neither can send anything.
+            os.killpg(proc.pid, signal.SIGKILL)
+            if child is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+            self.lab.cut(self.hosts["n1"])
+            proc.wait(5)
+        elif scenario == "sigterm":
+            proc.send_signal(signal.SIGTERM)  # the parent tells the VRRP child to shut down
+            proc.wait(15)
+        else:
+            raise ValueError(scenario)
+
+    def diagnostics(self) -> str:
+        parts = []
+        for name in self.hosts:
+            try:
+                text = self._paths(name)["log"].read_text(errors="replace")
+            except FileNotFoundError:
+                text = ""
+            parts.append(f"--- keepalived {name} ---\n{text[-4000:]}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        for name in self.hosts:
+            child = self.vrrp_pid(name)
+            if child is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- #
+# Driver                                                                       #
+# --------------------------------------------------------------------------- #
+
+MAKERS: dict[str, Callable[[Lab, float, Path], Any]] = {
+    "vipd": VipdCluster,
+    "keepalived": KeepalivedCluster,
+}
+
+
+@contextlib.contextmanager
+def cluster(impl: str, interval: float) -> Iterator[Any]:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{impl}-") as tmp, Lab() as lab:
+        c = MAKERS[impl](lab, interval, Path(tmp))
+        try:
+            yield c
+        finally:
+            c.close()
+
+
+def one_run(impl: str, interval: float, scenario: str) -> float:
+    with cluster(impl, interval) as c:
+        try:
+            return measure(c, scenario)
+        except Exception:
+            print(c.diagnostics(), file=sys.stderr)
+            raise
+
+
+@dataclass
+class Row:
+    scenario: str
+    interval: float
+    samples: dict[str, list[float]]
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}"
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"{fmt_ms(statistics.median(values))} ({fmt_ms(min(values))}-{fmt_ms(max(values))})"
+
+
+def ratio(row: Row) -> str:
+    v, k = row.samples["vipd"], row.samples["keepalived"]
+    if not v or not k or statistics.median(v) == 0:
+        return "n/a"
+    return f"{statistics.median(k) / statistics.median(v):.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| scenario | interval (s) | vipd ms median (min-max) | keepalived ms median (min-max)"
+        " | ratio keepalived/vipd | RFC bound ms (MDI + 50 ms) | vipd within bound |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        v = row.samples["vipd"]
+        within = (
+            "n/a" if not v else ("yes" if statistics.median(v) <= rfc_bound(row.interval) else "NO")
+        )
+        lines.append(
+            f"| {row.scenario} | {row.interval:g} | {summary(v)} "
+            f"| {summary(row.samples['keepalived'])} | {ratio(row)} "
+            f"| {fmt_ms(rfc_bound(row.interval))} | {within} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> list[str]:
+    return [
+        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- CPUs (nproc): {os.cpu_count()}",
+        f"- kernel: {platform.release()}",
+        f"- python: {platform.python_version()}",
+        f"- keepalived: {keepalived_version()}",
+    ]
+
+
+def write_markdown(
+    path: Path, rows: list[Row], command: str, runs: dict[float, int], elapsed: float
+) -> None:
+    raw = []
+    for row in rows:
+        for impl in IMPLS:
+            vals = ", ".join(fmt_ms(x) for x in row.samples[impl])
+            raw.append(f"- {row.scenario}, {row.interval:g} s, {impl}: {vals}")
+    runs_text = ", ".join(f"{n} at {i:g} s" for i, n in runs.items())
+    text = "\n".join(
+        [
+            "# Failover benchmark: vipd vs keepalived",
+            "",
+            "Generated by `benchmarks/failover.py`; do not edit the numbers by hand.",
+            "",
+            "```",
+            command,
+            "```",
+            "",
+            *machine(),
+            f"- runs per cell: {runs_text}; whole run took {elapsed / 60:.1f} min",
+            "",
+            "## Client-visible outage",
+            "",
+            table(rows),
+            "",
+            "Values are milliseconds of client-visible outage: the longest gap between two",
+            "successful TCP probe attempts (by start time) from the last success before the",
+            "fault to the first success answered by the backup (n2). The probe opens a new",
+            "connection to the VIP every 10 ms (200 ms timeout each) from a client whose",
+            "neighbour entries stay REACHABLE for 4 hours, so the client only follows the",
+            "VIP when the new master announces it (gratuitous ARP). Resolution: 10 ms.",
+            "",
+            "- `kill+cut`: SIGKILL of the master (keepalived: parent and VRRP child) and its",
+            "  switch port taken down; the backup must wait Master_Down_Interval.",
+            "- `sigterm`: clean shutdown of the master, which sends a priority-0 advert; per",
+            "  RFC 5798 6.4.2 the backup then waits only Skew_Time",
+            "  ((256 - 100) / 256 * interval), well inside the bound column.",
+            "- RFC bound: Master_Down_Interval of the backup (priority 100)",
+            "  = 3 * interval + (256 - 100) * interval / 256, plus 50 ms, the project's goal.",
+            "- ratio: keepalived median / vipd median (> 1: vipd is faster).",
+            "- keepalived runs with its defaults (only vrrp_version 3, the instance, state",
+            "  BACKUP, priority, advert_int and the VIP are configured), vipd with the",
+            "  configuration `vipd.lab.pair.Pair` writes. Both in fresh, identical labs.",
+            "",
+            "## Raw samples (ms)",
+            "",
+            *raw,
+            "",
+        ]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def parse_intervals(text: str) -> list[float]:
+    values = [float(x) for x in text.split(",") if x.strip()]
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"bad intervals {text!r}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs per cell (default: 5 for intervals below 1 s, 3 otherwise)",
+    )
+    parser.add_argument("--intervals", type=parse_intervals, default=[1.0, 0.1])
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("must run as root (network namespaces)")
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            parser.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
+    runs = {
+        i: args.runs if args.runs is not None else (5 if i < 1.0 else 3) for i in args.intervals
+    }
+    command = shlex.join([sys.executable, *sys.argv])
+
+    rows = [Row(s, i, {impl: [] for impl in IMPLS}) for i in args.intervals for s in scenarios]
+    started = time.monotonic()
+    for run in range(max(runs.values())):
+        for row in rows:
+            if run >= runs[row.interval]:
+                continue
+            for impl in IMPLS:  # interleaved, so slow phases of the machine hit both
+                t0 = time.monotonic()
+                value = one_run(impl, row.interval, row.scenario)
+                row.samples[impl].append(value)
+                print(
+                    f"run {run + 1}/{runs[row.interval]} {row.scenario:8} "
+                    f"{row.interval:g}s {impl:10} outage {fmt_ms(value):>5} ms "
+                    f"({time.monotonic() - t0:.1f} s)",
+                    flush=True,
+                )
+    elapsed = time.monotonic() - started
+    print()
+    print(table(rows))
+    write_markdown(args.out, rows, command, runs, elapsed)
+    print(f"\nwrote {args.out} ({elapsed / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
