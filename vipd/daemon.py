@@ -23,7 +23,7 @@ from vipd.announce.frames import announcement_frames, vmac_for
 from vipd.announce.schedule import AnnounceParams
 from vipd.config import DaemonConfig, InstanceConfig
 from vipd.control import ControlServer
-from vipd.net.addrs import AddressManager, NetlinkError
+from vipd.net.addrs import AddressManager, LinkInfo, NetlinkError
 from vipd.net.packet import FrameSender
 from vipd.net.vrrpsock import VrrpSocket
 from vipd.vrrp.machine import (
@@ -150,7 +150,7 @@ class Daemon:
                 link = self.addrs.link(cfg.interface)
             except NetlinkError as exc:
                 raise StartupError(f"instance {cfg.name}: {exc}") from exc
-            primary = self._primary_address(cfg, link.ipv4, link.ipv6_link_local)
+            primary = self._primary_address(cfg, link)
             vip_ifname, mac = cfg.interface, link.mac
             if cfg.use_vmac:
                 vip_ifname = self.addrs.ensure_vmac(cfg.interface, cfg.vrid, cfg.family)
@@ -195,25 +195,21 @@ class Daemon:
             self._by_vrid[key][cfg.vrid] = inst
 
     @staticmethod
-    def _primary_address(
-        cfg: InstanceConfig,
-        ipv4: tuple[Any, ...],
-        link_local: IPv6Address | None,
-    ) -> IPAddress:
+    def _primary_address(cfg: InstanceConfig, link: LinkInfo) -> IPAddress:
         """The address adverts are sent from: RFC 5798 wants the interface's primary IPv4
         address, or its IPv6 link-local address."""
         if cfg.unicast_source is not None:
             return cfg.unicast_source
         if cfg.family == 6:
-            if link_local is None:
+            if link.ipv6_link_local is None:
                 raise StartupError(
                     f"instance {cfg.name}: {cfg.interface} has no IPv6 link-local address"
                 )
-            return link_local
+            return link.ipv6_link_local
         vip_addrs = {v.ip for v in cfg.vips}
-        for iface in ipv4:
+        for iface in link.ipv4:
             if iface.ip not in vip_addrs:
-                return iface.ip  # type: ignore[no-any-return]
+                return iface.ip
         raise StartupError(
             f"instance {cfg.name}: {cfg.interface} has no IPv4 address besides the VIPs; "
             "VRRP needs one to send adverts from"
