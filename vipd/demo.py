@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 
 from vipd.lab.netns import Lab
 from vipd.lab.pair import Pair, wait_until
@@ -47,9 +46,7 @@ def _script(pair: Pair) -> int:
     wait_until(lambda: probe.first_success_after(0, node="n1") is not None, 10)
     _say(f"client reaches the VIP; its ARP entry: {pair.client_mac_for_vip()} (n1 {n1.host.mac})")
     _say("killing n1's vipd (SIGKILL) and cutting its link ...")
-    t_fault = time.monotonic()
-    pair.kill("n1")
-    pair.lab.cut(n1.host)
+    t_fault = pair.crash("n1")
     wait_until(
         lambda: probe.first_success_after(t_fault, node="n2") is not None,
         30,

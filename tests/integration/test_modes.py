@@ -39,9 +39,7 @@ def test_unicast_pair_works_where_multicast_is_blocked(make_pair: PairFactory) -
     assert pair.nodes["n2"].instance()["state"] == "backup"
     probe = pair.probe()
     wait_until(lambda: probe.first_success_after(0, node="n1") is not None, 5)
-    t_fault = time.monotonic()
-    pair.kill("n1")
-    pair.lab.cut(pair.nodes["n1"].host)
+    t_fault = pair.crash("n1")
     wait_until(lambda: probe.first_success_after(t_fault, node="n2") is not None, 15)
 
 
@@ -65,9 +63,7 @@ def test_virtual_mac_moves_with_the_vip(make_pair: PairFactory) -> None:
     probe = pair.probe()
     wait_until(lambda: probe.first_success_after(0, node="n1") is not None, 10)
     assert pair.client_mac_for_vip() == vmac
-    t_fault = time.monotonic()
-    pair.kill("n1")
-    pair.lab.cut(pair.nodes["n1"].host)
+    t_fault = pair.crash("n1")
     wait_until(lambda: probe.first_success_after(t_fault, node="n2") is not None, 15)
     # The client's neighbour entry never had to change: the MAC moved with the VIP.
     assert pair.client_mac_for_vip() == vmac

@@ -201,6 +201,14 @@ class Pair:
         node.proc.wait(5)
         node.proc = None
 
+    def crash(self, name: str) -> float:
+        """A node dies hard: its vipd is SIGKILLed (no priority-0 advert, no cleanup) and its
+        link is cut. Returns the time.monotonic() of the fault."""
+        t_fault = time.monotonic()
+        self.kill(name)
+        self.lab.cut(self.nodes[name].host)
+        return t_fault
+
     # ---- observation ---------------------------------------------------------------------
     def holders(self) -> list[str]:
         """Nodes whose eth0 carries the VIP right now (as the kernel says)."""
