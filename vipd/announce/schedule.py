@@ -43,8 +43,11 @@ class AnnounceSchedule:
         return self.trigger(now, reason)
 
     def stop(self) -> None:
-        """Stop all announcements (no longer master)."""
+        """Stop all announcements (no longer master). The spacing limit is forgotten too: a
+        new mastership must announce at once, even if an earlier one announced moments ago
+        (a flap at start-up would otherwise hold back the takeover's first burst)."""
         self._active = False
+        self._last_sent = None
         self._burst_at = self._refresh_at = None
         self._remaining = 0
 

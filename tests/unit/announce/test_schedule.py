@@ -82,3 +82,12 @@ def test_never_more_often_than_spacing(
     sent.extend(x for x, _ in run(s, 70.0))
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert all(g >= min(spacing, refresh or spacing) - 1e-6 for g in gaps)
+
+
+def test_new_mastership_announces_at_once_even_right_after_the_last_one() -> None:
+    """Found by the benchmark: master, backup, master again within the spacing must not wait
+    out the rest of the spacing before the takeover's first announcement."""
+    s = AnnounceSchedule(AnnounceParams(count=3, spacing=1.2, refresh=5.0))
+    assert s.start(0.0, "became-master") == "became-master"
+    s.stop()
+    assert s.start(0.3, "became-master") == "became-master"
