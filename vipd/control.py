@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 from typing import Any, Protocol
 
 import structlog
@@ -85,8 +86,6 @@ class ControlServer:
 
 def request(path: str, cmd: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
     """Blocking client used by vipctl and the tests."""
-    import socket
-
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 from collections import Counter
@@ -82,6 +83,11 @@ class InstanceRuntime:
     last_transition: Transition | None = None
     timer: asyncio.TimerHandle | None = None
     _advert_cache: dict[int, list[tuple[IPAddress, bytes]]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def announcement(self) -> list[bytes]:
+        """GARP / unsolicited NA frames for the VIPs; they change only with the config."""
+        return announcement_frames(self.mac, [v.ip for v in self.cfg.vips])
 
     def advert_packets(self, priority: int) -> list[tuple[IPAddress, bytes]]:
         """The encoded adverts to send for ``priority`` (built once per priority: the hot path
@@ -297,23 +303,10 @@ class Daemon:
         for action in inst.machine.drain():
             if isinstance(action, SendAdvert):
                 self._send_advert(inst, action.priority)
-            elif isinstance(action, AddVips):
-                for vip in inst.cfg.vips:
-                    try:
-                        self.addrs.add_vip(inst.vip_ifname, vip, label=inst.cfg.vip_label)
-                    except NetlinkError as exc:
-                        inst.counters["vip_errors"] += 1
-                        log.error("vip-add-failed", instance=inst.cfg.name, error=str(exc))
-            elif isinstance(action, RemoveVips):
-                for vip in inst.cfg.vips:
-                    try:
-                        self.addrs.remove_vip(inst.vip_ifname, vip)
-                    except NetlinkError as exc:
-                        inst.counters["vip_errors"] += 1
-                        log.error("vip-remove-failed", instance=inst.cfg.name, error=str(exc))
+            elif isinstance(action, AddVips | RemoveVips):
+                self._change_vips(inst, add=isinstance(action, AddVips))
             elif isinstance(action, Announce):
-                frames = announcement_frames(inst.mac, [v.ip for v in inst.cfg.vips])
-                sent = inst.sender.send(frames)
+                sent = inst.sender.send(inst.announcement)
                 inst.counters["announcements"] += 1
                 log.debug("announce", instance=inst.cfg.name, reason=action.reason, frames=sent)
             elif isinstance(action, StateChanged):
@@ -333,6 +326,18 @@ class Daemon:
                     reason=action.reason,
                     priority=action.priority,
                 )
+
+    def _change_vips(self, inst: InstanceRuntime, add: bool) -> None:
+        for vip in inst.cfg.vips:
+            try:
+                if add:
+                    self.addrs.add_vip(inst.vip_ifname, vip, label=inst.cfg.vip_label)
+                else:
+                    self.addrs.remove_vip(inst.vip_ifname, vip)
+            except NetlinkError as exc:
+                inst.counters["vip_errors"] += 1
+                event = "vip-add-failed" if add else "vip-remove-failed"
+                log.error(event, instance=inst.cfg.name, vip=str(vip), error=str(exc))
 
     def _send_advert(self, inst: InstanceRuntime, priority: int) -> None:
         for dst, message in inst.advert_packets(priority):
