@@ -15,6 +15,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import socket
 import tomllib
 from bisect import bisect_right
@@ -42,6 +43,7 @@ __all__ = [
     "IPAddress",
     "IPInterface",
     "InstanceConfig",
+    "WitnessConfig",
     "load_config",
     "parse_config",
 ]
@@ -53,6 +55,10 @@ DEFAULT_CONTROL_SOCKET: Final = "/run/vipd/vipd.sock"
 LOG_FORMATS: Final = ("auto", "json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 CHECKSUM_MODES: Final = ("pseudo-header", "message-only")
+WITNESS_BACKENDS: Final = ("embedded", "etcd")
+WITNESS_POLICIES: Final = ("hold-with-peer", "release")
+DEFAULT_PEER_PORT: Final = 7481
+_MIN_KEY_BYTES: Final = 16
 
 _DAEMON_KEYS: Final = ("node_name", "control_socket", "log_format", "log_level")
 _INSTANCE_KEYS: Final = (
@@ -72,8 +78,22 @@ _INSTANCE_KEYS: Final = (
     "announce_count",
     "announce_spacing",
     "announce_refresh",
+    "fence",
+    "lease_name",
+    "lease_ttl",
+    "peers",
 )
-_TOP_KEYS: Final = ("daemon", "instance")
+_WITNESS_KEYS: Final = (
+    "backend",
+    "address",
+    "endpoints",
+    "key_file",
+    "policy",
+    "peer_port",
+    "fence_command",
+    "fence_timeout",
+)
+_TOP_KEYS: Final = ("daemon", "witness", "instance")
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _IFNAMSIZ: Final = 16  # Linux: 15 bytes + NUL
@@ -104,6 +124,10 @@ class InstanceConfig:
     announce_count: int
     announce_spacing: float
     announce_refresh: float
+    fence: bool = False  # promote only on a witness grant ([witness] must be configured)
+    lease_name: str = ""  # the lease both nodes share; defaults to the instance name
+    lease_ttl: float | None = None  # None: this instance's Master_Down_Interval
+    peers: tuple[IPAddress, ...] = ()  # peer-channel addresses; defaults to unicast_peers
 
     @property
     def family(self) -> int:
@@ -117,6 +141,21 @@ class InstanceConfig:
 
 
 @dataclass(frozen=True)
+class WitnessConfig:
+    """The witness that fences promotions (``[witness]``); see docs/fencing.md."""
+
+    backend: str  # "embedded" or "etcd"
+    address: tuple[str, int] | None  # embedded: the witness's UDP address
+    endpoints: tuple[str, ...]  # etcd: client URLs
+    key: bytes  # shared HMAC key (embedded witness and the peer channel)
+    key_file: str
+    policy: str  # "hold-with-peer" or "release"
+    peer_port: int
+    fence_command: tuple[str, ...]  # run after the grant, before promotion; () for none
+    fence_timeout: float
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     node_name: str
     control_socket: str
@@ -124,6 +163,7 @@ class DaemonConfig:
     log_level: str
     instances: tuple[InstanceConfig, ...]
     source: str
+    witness: WitnessConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -681,6 +721,53 @@ def _address(value: object) -> IPAddress:
     return addr
 
 
+def _host_port(value: object) -> tuple[str, int]:
+    expected = 'an address "HOST:PORT" (IPv6 as "[ADDR]:PORT")'
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if sep and host and port.isdigit() and 1 <= int(port) <= 65535:
+            try:
+                ip_address(host)
+            except ValueError:
+                pass
+            else:
+                return host, int(port)
+    raise _Invalid(f"must be {expected}, got {_show(value)}")
+
+
+def _url(value: object) -> str:
+    if isinstance(value, str) and re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", value):
+        return value.rstrip("/")
+    raise _Invalid(f'must be a URL like "http://192.0.2.10:2379", got {_show(value)}')
+
+
+def _command(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) and value.strip():
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as e:
+            raise _Invalid(f"cannot be split into arguments: {e}") from None
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise _Invalid(f"must be a command (string or array of strings), got {_show(value)}")
+
+
+def _read_key(path: str) -> bytes:
+    """The shared key: the file's contents without surrounding whitespace."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read(4097).strip()
+    except OSError as e:
+        raise _Invalid(f"cannot read key file {path}: {e.strerror or e}") from None
+    if len(key) < _MIN_KEY_BYTES:
+        raise _Invalid(
+            f"key file {path} holds {len(key)} bytes; at least {_MIN_KEY_BYTES} are needed "
+            "(e.g. head -c 32 /dev/urandom | base64 > FILE)"
+        )
+    return key
+
+
 def _family_name(version: int) -> str:
     return f"IPv{version}"
 
@@ -705,6 +792,8 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
     log_format = daemon.take("log_format", _choice(*LOG_FORMATS), "auto")
     log_level = daemon.take("log_level", _choice(*LOG_LEVELS), "info")
 
+    witness = _build_witness(report, top, raw, source)
+
     instances: list[InstanceConfig | None] = []
     instance_data = raw.get("instance")
     if instance_data is None:
@@ -721,7 +810,7 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
                 top.error("instance", f"must be a table, got {_show(item)}", index)
                 instances.append(None)
                 continue
-            instances.append(_build_instance(report, index, item, seen))
+            instances.append(_build_instance(report, index, item, seen, witness is not None))
 
     if report.issues:
         return None
@@ -732,6 +821,65 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
         log_level=log_level,
         instances=tuple(i for i in instances if i is not None),
         source=source,
+        witness=witness,
+    )
+
+
+def _build_witness(
+    report: _Report, top: _Table, raw: Mapping[str, Any], source: str
+) -> WitnessConfig | None:
+    data = raw.get("witness")
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        top.error("witness", f"must be a table ([witness]), got {_show(data)}")
+        return None
+    t = _Table(report, ("witness",), "witness", data)
+    t.check_unknown(_WITNESS_KEYS)
+    backend = t.require("backend", _choice(*WITNESS_BACKENDS), '"embedded"')
+    policy = t.take("policy", _choice(*WITNESS_POLICIES), "hold-with-peer")
+    peer_port = t.take("peer_port", _int_range(1, 65535), DEFAULT_PEER_PORT)
+    no_command: tuple[str, ...] = ()
+    fence_command = t.take("fence_command", _command, no_command)
+    fence_timeout = t.take("fence_timeout", _seconds(0.1, 600), 10.0)
+    address = None
+    if backend == "embedded":
+        address = t.require("address", _host_port, '"192.0.2.10:7480"')
+    elif backend == "etcd" and "address" in data:
+        t.error("address", 'is for backend = "embedded"; etcd takes endpoints')
+    endpoints: list[tuple[int, str]] = []
+    if backend == "etcd":
+        if "endpoints" not in data:
+            t.error(
+                "endpoints", 'required key is missing (e.g. endpoints = ["http://192.0.2.10:2379"])'
+            )
+        endpoints = t.take_list("endpoints", _url, "URL strings") or []
+        if "endpoints" in data and not data["endpoints"]:
+            t.error("endpoints", "must list at least one etcd client URL")
+    elif backend == "embedded" and "endpoints" in data:
+        t.error("endpoints", 'is for backend = "etcd"; the embedded witness takes address')
+    # The key authenticates the embedded witness and the peer channel (both backends).
+    key_file = t.require("key_file", _string, '"/etc/vipd/witness.key"')
+    key = b""
+    if key_file is not None:
+        if not os.path.isabs(key_file):
+            key_file = os.path.join(os.path.dirname(os.path.abspath(source)), key_file)
+        try:
+            key = _read_key(key_file)
+        except _Invalid as e:
+            t.error("key_file", str(e))
+    if t.bad or backend is None or key_file is None:
+        return None
+    return WitnessConfig(
+        backend=backend,
+        address=address,
+        endpoints=tuple(url for _, url in endpoints),
+        key=key,
+        key_file=key_file,
+        policy=policy,
+        peer_port=peer_port,
+        fence_command=fence_command,
+        fence_timeout=fence_timeout,
     )
 
 
@@ -745,7 +893,7 @@ class _Seen:
 
 
 def _build_instance(
-    report: _Report, index: int, data: Mapping[str, Any], seen: _Seen
+    report: _Report, index: int, data: Mapping[str, Any], seen: _Seen, has_witness: bool
 ) -> InstanceConfig | None:
     raw_name = data.get("name")
     label = f"instance[{index}]"
@@ -768,6 +916,11 @@ def _build_instance(
     announce_spacing = t.take("announce_spacing", _seconds(1.1, 60), 1.2)
     announce_refresh = t.take("announce_refresh", _seconds(1.1, 3600, zero_means_off=True), 5.0)
     unicast_source = t.take("unicast_source", _address, None)
+    fence = t.take("fence", _bool, has_witness)
+    if fence and not has_witness:
+        t.error("fence", "needs a [witness] table (the witness that grants the lease)")
+    lease_name = t.take("lease_name", _instance_name, "")
+    lease_ttl = t.take("lease_ttl", _seconds(0.05, 3600), None)
 
     # --- vips: non-empty, one family, no duplicates here or in earlier instances
     family: int | None = None
@@ -820,6 +973,15 @@ def _build_instance(
             )
         else:
             peers_where[peer] = i
+    fence_peers = t.take_list("peers", _address, "IP address strings") or []
+    for i, peer in fence_peers:
+        if family is not None and peer.version != family:
+            t.error(
+                "peers",
+                f"must be an {_family_name(family)} address like the vips, "
+                f"got {_family_name(peer.version)} address {peer}",
+                i,
+            )
     if unicast_source is not None:
         if family is not None and unicast_source.version != family:
             t.error(
@@ -899,4 +1061,8 @@ def _build_instance(
         announce_count=announce_count,
         announce_spacing=announce_spacing,
         announce_refresh=announce_refresh,
+        fence=fence,
+        lease_name=lease_name or name,
+        lease_ttl=lease_ttl,
+        peers=tuple(p for _, p in fence_peers) or tuple(p for _, p in peer_items),
     )

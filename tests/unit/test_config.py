@@ -86,9 +86,14 @@ def test_defaults() -> None:
                 announce_count=3,
                 announce_spacing=1.2,
                 announce_refresh=5.0,
+                fence=False,
+                lease_name="web",
+                lease_ttl=None,
+                peers=(),
             ),
         ),
         source="<string>",
+        witness=None,
     )
     instance = config.instances[0]
     assert instance.family == 4
@@ -774,3 +779,99 @@ def test_fuzz_arbitrary_text(text: str) -> None:
 @given(st.binary())
 def test_fuzz_arbitrary_bytes(data: bytes) -> None:
     parses_or_config_error(data.decode("utf-8", "replace"))
+
+
+# --------------------------------------------------------------------------- witness
+
+
+def witness_doc(
+    tmp_path: Path, witness: str, instance_extra: str = "", key: bytes = b"k" * 32
+) -> Path:
+    (tmp_path / "witness.key").write_bytes(key + b"\n")
+    path = tmp_path / "vipd.toml"
+    path.write_text(doc() + instance_extra + "\n[witness]\n" + witness)
+    return path
+
+
+def test_witness_embedded(tmp_path: Path) -> None:
+    path = witness_doc(
+        tmp_path, 'backend = "embedded"\naddress = "192.0.2.10:7480"\nkey_file = "witness.key"\n'
+    )
+    config = load_config(path)
+    assert config.witness is not None
+    assert config.witness.address == ("192.0.2.10", 7480)
+    assert config.witness.key == b"k" * 32  # stripped of the newline
+    assert config.witness.policy == "hold-with-peer"
+    instance = config.instances[0]
+    assert instance.fence and instance.lease_name == "web" and instance.lease_ttl is None
+
+
+def test_witness_etcd_and_instance_keys(tmp_path: Path) -> None:
+    path = witness_doc(
+        tmp_path,
+        'backend = "etcd"\nendpoints = ["http://192.0.2.10:2379/"]\nkey_file = "witness.key"\n'
+        'policy = "release"\nfence_command = "fence-peer --host lb2"\n',
+        'lease_name = "shared"\nlease_ttl = 2\npeers = ["192.0.2.12"]\n',
+    )
+    config = load_config(path)
+    assert config.witness is not None
+    assert config.witness.endpoints == ("http://192.0.2.10:2379",)
+    assert config.witness.fence_command == ("fence-peer", "--host", "lb2")
+    instance = config.instances[0]
+    assert (instance.lease_name, instance.lease_ttl) == ("shared", 2.0)
+    assert instance.peers == (IPv4Address("192.0.2.12"),)
+
+
+@pytest.mark.parametrize(
+    ("witness", "field", "fragment"),
+    [
+        ('address = "192.0.2.10:7480"\nkey_file = "witness.key"\n', "witness.backend", "missing"),
+        ('backend = "embedded"\nkey_file = "witness.key"\n', "witness.address", "missing"),
+        (
+            'backend = "embedded"\naddress = "nowhere"\nkey_file = "witness.key"\n',
+            "witness.address",
+            "HOST:PORT",
+        ),
+        ('backend = "etcd"\nkey_file = "witness.key"\n', "witness.endpoints", "missing"),
+        ('backend = "embedded"\naddress = "192.0.2.10:7480"\n', "witness.key_file", "missing"),
+        (
+            'backend = "embedded"\naddress = "192.0.2.10:7480"\nkey_file = "nope.key"\n',
+            "witness.key_file",
+            "cannot read",
+        ),
+        (
+            'backend = "embedded"\naddress = "192.0.2.10:7480"\nkey_file = "witness.key"\n'
+            'policy = "hold"\n',
+            "witness.policy",
+            "hold-with-peer",
+        ),
+    ],
+)
+def test_witness_errors(tmp_path: Path, witness: str, field: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(witness_doc(tmp_path, witness))
+    (issue,) = excinfo.value.issues
+    assert issue.field == field and fragment in issue.message, str(issue)
+    assert issue.line is not None and issue.file.endswith("vipd.toml")
+
+
+def test_witness_key_too_short(tmp_path: Path) -> None:
+    path = witness_doc(
+        tmp_path,
+        'backend = "embedded"\naddress = "192.0.2.10:7480"\nkey_file = "witness.key"\n',
+        key=b"short",
+    )
+    issue = only_issue_of(path)
+    assert issue.field == "witness.key_file" and "at least 16" in issue.message
+
+
+def test_fence_needs_a_witness() -> None:
+    issue = only_issue(doc(fence="true"))
+    assert issue.field == f"{W}.fence" and "[witness]" in issue.message
+
+
+def only_issue_of(path: Path) -> ConfigIssue:
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    (issue,) = excinfo.value.issues
+    return issue

@@ -28,6 +28,23 @@ MASTER     advert otherwise         advert at once (RFC 9568), announce: a      
                                     competing master may have moved ARP caches
 any        shutdown                 if MASTER: advert priority 0, remove VIPs     INITIALIZE
 ========== ======================== ============================================= ==========
+
+Fenced instances (``Params.fenced``, fencing.md S5) put the witness between the timer and the
+promotion, and hand the lease back whenever they stop being master:
+
+========== ======================== ============================================= ==========
+BACKUP     Master_Down_Timer        acquire the lease                             BACKUP
+BACKUP     lease granted            advert, add VIPs, announce                    MASTER
+BACKUP     lease refused            retry when the holder's lease runs out; if    BACKUP
+                                    preempting, send one claim advert so the
+                                    lower-priority holder steps down and releases
+MASTER     lease lost (refused or   remove VIPs                                   BACKUP
+           expired)
+MASTER     any step down, shutdown  ... then release the lease                    ...
+========== ======================== ============================================= ==========
+
+A backup promises its master, through :meth:`Machine.promise`, how long it will certainly not
+ask for the lease; the peer channel carries that promise (the witness-lost policy).
 """
 
 from __future__ import annotations
@@ -57,6 +74,7 @@ class Params:
     preempt: bool = True
     preempt_delay: float = 0.0
     announce: AnnounceParams = field(default_factory=AnnounceParams)
+    fenced: bool = False  # promote only on a witness grant (fencing.md S5)
 
     def __post_init__(self) -> None:
         if not 1 <= self.priority <= 255:
@@ -82,6 +100,16 @@ class RemoveVips:
 
 
 @dataclass(frozen=True, slots=True)
+class AcquireLease:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLease:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Announce:
     reason: str
 
@@ -94,7 +122,7 @@ class StateChanged:
     priority: int
 
 
-Action = SendAdvert | AddVips | RemoveVips | Announce | StateChanged
+Action = SendAdvert | AddVips | RemoveVips | Announce | StateChanged | AcquireLease | ReleaseLease
 
 
 def skew_time(priority: int, master_adver_int: float) -> float:
@@ -119,6 +147,7 @@ class Machine:
         self._adver_at: float | None = None
         self._master_down_at: float | None = None
         self._lower_master_since: float | None = None
+        self.acquiring = False  # fenced: asked the witness, waiting for its answer
         self._announce = AnnounceSchedule(params.announce)
         self._actions: list[Action] = []
 
@@ -148,7 +177,10 @@ class Machine:
     def start(self, now: float) -> None:
         if self.state is not State.INITIALIZE:
             return
-        if self.priority == 255:
+        if self.priority == 255 and self.params.fenced:
+            self._become_backup(now, "startup", self.advert_interval)
+            self._master_down_at = now  # the address owner still asks the witness first
+        elif self.priority == 255:
             self._become_master(now, "address-owner")
         else:
             self._become_backup(now, "startup", self.advert_interval)
@@ -157,6 +189,7 @@ class Machine:
         if self.state is State.MASTER:
             self._emit(SendAdvert(0))
             self._emit(RemoveVips())
+        self._release_lease()
         self._announce.stop()
         self._adver_at = self._master_down_at = None
         self._change(State.INITIALIZE, "shutdown")
@@ -185,9 +218,12 @@ class Machine:
             and self._master_down_at is not None
             and now >= self._master_down_at
         ):
-            self._become_master(
-                now, "master-released" if self.master_priority == 0 else "master-down"
-            )
+            if self.params.fenced:
+                self._master_down_at = None
+                self.acquiring = True
+                self._emit(AcquireLease())
+            else:
+                self._become_master(now, self._promotion_reason())
         if self.state is State.MASTER:
             reason = self._announce.handle_timer(now)
             if reason is not None:
@@ -202,6 +238,52 @@ class Machine:
         elif self.state is State.MASTER:
             self._master_receive(advert, src, now)
 
+    def lease_granted(self, now: float) -> None:
+        """The witness granted the lease we asked for: promote. A grant that comes after we
+        stopped wanting it (a higher-priority master appeared meanwhile) is handed back."""
+        if self.state is State.BACKUP and self.acquiring:
+            self.acquiring = False
+            self._become_master(now, self._promotion_reason())
+        elif self.state is not State.MASTER:
+            self._emit(ReleaseLease())
+
+    def lease_refused(self, now: float, remaining: float) -> None:
+        """Another node holds the lease for ``remaining`` more seconds at the witness."""
+        if not (self.state is State.BACKUP and self.acquiring):
+            return
+        self.acquiring = False
+        retry = remaining + 0.01
+        preempting = self._lower_master_since is not None
+        if preempting or self.master_priority == 0:
+            # The holder is alive and should hand over (it is lower, or it said it is
+            # leaving): ask again soon rather than waiting out its whole lease.
+            retry = min(retry, self.advert_interval)
+        if preempting:
+            # Tell the lower-priority master we are here; it steps down and releases.
+            self._emit(SendAdvert(self.priority))
+        self._master_down_at = now + retry
+
+    def lease_lost(self, now: float, reason: str) -> None:
+        """Our lease ended (renewal refused, or ran out with no peer confirmation): the VIP
+        goes at once (fencing.md S2, S5)."""
+        if self.state is State.MASTER:
+            self._emit(RemoveVips())
+            self._announce.stop()
+            self._adver_at = None
+            self._become_backup(now, reason, self.master_adver_int)
+
+    def promise(self, now: float) -> float | None:
+        """For how long this backup will certainly not ask for the lease: the time left on
+        its master-down timer. None unless we are a backup that hears a master."""
+        if (
+            self.state is not State.BACKUP
+            or self.acquiring
+            or self._master_down_at is None
+            or self.master_priority in (None, 0)
+        ):
+            return None
+        return max(0.0, self._master_down_at - now)
+
     # ---- per-state handlers ------------------------------------------------------------------
     def _backup_receive(self, advert: Advert, src: IPAddress, now: float) -> None:
         if advert.priority == 0:
@@ -213,6 +295,8 @@ class Machine:
             self._lower_master_since = None
             self._accept_master(advert, src, now)
             return
+        if self.acquiring:
+            return  # asking the witness already; its answer decides
         # A lower-priority master and we preempt, but only once preempt_delay has passed
         # since we first saw it (keepalived's preempt_delay).
         if self._lower_master_since is None:
@@ -229,6 +313,7 @@ class Machine:
             advert.priority == self.priority and int(src) > int(self.params.primary)
         ):
             self._emit(RemoveVips())
+            self._release_lease()
             self._announce.stop()
             self._adver_at = None
             self._become_backup(
@@ -268,10 +353,21 @@ class Machine:
         self._change(State.BACKUP, reason)
 
     def _accept_master(self, advert: Advert, src: IPAddress, now: float) -> None:
+        if self.acquiring:
+            # A master we accept appeared while we asked the witness; a grant that still
+            # comes is handed back (lease_granted).
+            self.acquiring = False
         self.master_adver_int = advert.max_adver_int / 100
         self.master_address = src
         self.master_priority = advert.priority
         self._master_down_at = now + self.master_down_interval
+
+    def _promotion_reason(self) -> str:
+        return "master-released" if self.master_priority == 0 else "master-down"
+
+    def _release_lease(self) -> None:
+        if self.params.fenced:
+            self._emit(ReleaseLease())
 
     def _send_advert(self, now: float) -> None:
         self._emit(SendAdvert(self.priority))
