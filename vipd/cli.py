@@ -23,12 +23,17 @@ def vipd_main(argv: list[str] | None = None) -> int:
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     demo = sub.add_parser("demo", help="a live two-node pair in network namespaces (root)")
     demo.add_argument("--advert-interval", type=float, default=1.0)
+    from vipd.witness.server import add_witness_arguments, run_witness
+
+    add_witness_arguments(sub.add_parser("witness", help="run the embedded witness (UDP)"))
     args = parser.parse_args(argv)
 
     if args.command == "check":
         return _check(args.config)
     if args.command == "run":
         return _run(args.config)
+    if args.command == "witness":
+        return run_witness(args)
     from vipd.demo import run_demo
 
     return run_demo(advert_interval=args.advert_interval)
