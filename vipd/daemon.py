@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
+import secrets
 import signal
 import time
 from collections import Counter
@@ -22,18 +24,35 @@ import structlog
 
 from vipd.announce.frames import announcement_frames, vmac_for
 from vipd.announce.schedule import AnnounceParams
-from vipd.config import DaemonConfig, InstanceConfig
+from vipd.config import DaemonConfig, InstanceConfig, WitnessConfig
 from vipd.control import ControlServer
+from vipd.fence import peer
+from vipd.fence.lease import (
+    Granted,
+    LeaseClient,
+    LeaseEvent,
+    LeaseParams,
+    LeaseState,
+    Lost,
+    Policy,
+    Refused,
+    Send,
+    WitnessError,
+)
 from vipd.net.addrs import AddressManager, LinkInfo, NetlinkError
 from vipd.net.packet import FrameSender
+from vipd.net.peer import PeerSocket
 from vipd.net.vrrpsock import VrrpSocket
 from vipd.vrrp.machine import (
+    AcquireLease,
     AddVips,
     Announce,
     Machine,
     Params,
+    ReleaseLease,
     RemoveVips,
     SendAdvert,
+    State,
     StateChanged,
 )
 from vipd.vrrp.packet import (
@@ -45,6 +64,8 @@ from vipd.vrrp.packet import (
     decode,
     encode,
 )
+from vipd.witness.base import Backend, Reply
+from vipd.witness.proto import ProtoError
 
 IPAddress = IPv4Address | IPv6Address
 log = structlog.get_logger("vipd")
@@ -79,9 +100,13 @@ class InstanceRuntime:
     mac: bytes
     primary: IPAddress
     checksum: ChecksumMode
+    lease: LeaseClient | None = None  # fenced instances only
     counters: Counter[str] = field(default_factory=Counter)
     last_transition: Transition | None = None
     timer: asyncio.TimerHandle | None = None
+    kernel_expiry: float = 0.0  # fenced: when the kernel drops the VIPs by itself (S4)
+    pings: dict[int, float] = field(default_factory=dict)  # peer ping seq -> sent at
+    fence_task: asyncio.Task[None] | None = None
     _advert_cache: dict[int, list[tuple[IPAddress, bytes]]] = field(default_factory=dict)
 
     @functools.cached_property
@@ -118,6 +143,10 @@ class Daemon:
         self._by_vrid: dict[tuple[str, int], dict[int, InstanceRuntime]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._control: ControlServer | None = None
+        self.witness: Backend | None = None
+        self._peer: PeerSocket | None = None
+        self._by_lease: dict[str, InstanceRuntime] = {}
+        self._ping_seq = secrets.randbelow(2**62)
         self.started = boottime()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -130,6 +159,8 @@ class Daemon:
                 self._loop.add_signal_handler(sig, shutdown.set)
         try:
             self._setup()
+            if self.config.witness is not None and self._by_lease:
+                await self._start_fencing(self.config.witness)
             self._control = ControlServer(self.config.control_socket, self)
             await self._control.start()
             now = boottime()
@@ -149,6 +180,7 @@ class Daemon:
             await shutdown.wait()
         finally:
             self._teardown()
+            await self._stop_fencing()
 
     def _setup(self) -> None:
         for cfg in self.config.instances:
@@ -186,6 +218,7 @@ class Daemon:
                 announce=AnnounceParams(
                     cfg.announce_count, cfg.announce_spacing, cfg.announce_refresh
                 ),
+                fenced=cfg.fence,
             )
             inst = InstanceRuntime(
                 cfg=cfg,
@@ -199,6 +232,53 @@ class Daemon:
             )
             self.instances[cfg.name] = inst
             self._by_vrid[key][cfg.vrid] = inst
+            if cfg.fence and self.config.witness is not None:
+                inst.lease = LeaseClient(self._lease_params(cfg, inst.machine))
+                self._by_lease[cfg.lease_name] = inst
+
+    def _lease_params(self, cfg: InstanceConfig, machine: Machine) -> LeaseParams:
+        assert self.config.witness is not None
+        interval = cfg.advert_interval
+        return LeaseParams(
+            name=cfg.lease_name,
+            # Our own Master_Down_Interval is the shortest of the pair's when we are the
+            # higher priority: the lease runs out before the backup's timer fires.
+            ttl=cfg.lease_ttl or machine.master_down_interval,
+            renew_interval=interval,
+            # Several tries per interval, so 30 % loss does not cost a lease (fencing.md).
+            retry_interval=max(0.02, min(interval / 4, 0.25)),
+            policy=Policy(self.config.witness.policy),
+        )
+
+    async def _start_fencing(self, witness: WitnessConfig) -> None:
+        if witness.backend == "etcd":
+            from vipd.witness.etcd import EtcdBackend
+
+            self.witness = EtcdBackend(list(witness.endpoints), self.config.node_name)
+        else:
+            from vipd.witness.embedded import EmbeddedBackend
+
+            assert witness.address is not None
+            self.witness = EmbeddedBackend(witness.address, witness.key, self.config.node_name)
+        await self.witness.start(self._on_witness_reply)
+        self._peer = PeerSocket(witness.peer_port)
+        await self._peer.start(self._on_peer_datagram)
+        log.info(
+            "witness",
+            backend=witness.backend,
+            policy=witness.policy,
+            leases=sorted(self._by_lease),
+            peer_port=witness.peer_port,
+        )
+
+    async def _stop_fencing(self) -> None:
+        for inst in self.instances.values():
+            if inst.fence_task is not None:
+                inst.fence_task.cancel()
+        if self.witness is not None:
+            await self.witness.close()  # lets the releases sent at teardown go out
+        if self._peer is not None:
+            await self._peer.close()
 
     @staticmethod
     def _primary_address(cfg: InstanceConfig, link: LinkInfo) -> IPAddress:
@@ -225,7 +305,7 @@ class Daemon:
         now = boottime()
         for inst in self.instances.values():
             inst.machine.shutdown(now)
-            self._carry_out(inst)
+            self._pump(inst)
             if inst.timer is not None:
                 inst.timer.cancel()
             if inst.cfg.use_vmac:
@@ -279,32 +359,204 @@ class Daemon:
             inst.counters["drop:unknown-peer"] += 1
             return
         inst.counters["adverts_received"] += 1
-        inst.machine.receive(advert, src, boottime())
+        now = boottime()
+        self._check_lease(inst, now)
+        inst.machine.receive(advert, src, now)
         self._after(inst)
 
     def _on_timer(self, inst: InstanceRuntime) -> None:
         inst.timer = None
-        inst.machine.handle_timer(boottime())
+        now = boottime()
+        self._check_lease(inst, now)
+        inst.machine.handle_timer(now)
         self._after(inst)
+
+    def _check_lease(self, inst: InstanceRuntime, now: float) -> None:
+        """Before anything else, and first of all on waking from a freeze: has our lease run
+        out? (fencing.md S3: a resumed master drops the VIP before it sends an advert.)"""
+        if inst.lease is not None:
+            inst.lease.handle_timer(now)
+            self._pump(inst)
+
+    def _on_witness_reply(self, reply: Reply) -> None:
+        inst = self._by_lease.get(reply.lease)
+        if inst is None or inst.lease is None:
+            self.drops["witness-unknown-lease"] += 1
+            return
+        now = boottime()
+        self._check_lease(inst, now)
+        if not inst.lease.on_reply(reply, now):
+            inst.counters["lease:stale-replies"] += 1
+        self._after(inst)
+
+    def _on_peer_datagram(self, data: bytes, src: IPAddress, port: int) -> None:
+        assert self.config.witness is not None
+        try:
+            message = peer.decode(self.config.witness.key, data)
+        except ProtoError as exc:
+            self.drops[f"peer:{exc.reason}"] += 1
+            return
+        inst = self._by_lease.get(message.lease)
+        if inst is None or inst.lease is None:
+            self.drops["peer:unknown-lease"] += 1
+            return
+        now = boottime()
+        if isinstance(message, peer.Ping):
+            # Confirm only to the master we follow, and only what our timer promises.
+            promise = inst.machine.promise(now)
+            if promise is None or message.primary != inst.machine.master_address:
+                inst.counters["peer:pings-unconfirmed"] += 1
+                return
+            reply = peer.Confirm(message.lease, self.config.node_name, message.seq, promise)
+            self._peer_send(peer.encode_confirm(self.config.witness.key, reply), src, port)
+            inst.counters["peer:confirms-sent"] += 1
+        else:
+            sent_at = inst.pings.pop(message.seq, None)
+            if sent_at is None:
+                inst.counters["peer:stale-confirms"] += 1
+                return
+            inst.counters["peer:confirms-received"] += 1
+            inst.lease.peer_confirmed(sent_at, message.promise)
+            self._after(inst)
+
+    def _peer_send(self, data: bytes, dst: IPAddress, port: int | None = None) -> None:
+        assert self._peer is not None
+        self._peer.send(data, dst, port)
 
     # ---- outputs ---------------------------------------------------------------------------
     def _after(self, inst: InstanceRuntime) -> None:
-        """Carry out what the machine decided, then re-arm its single timer."""
-        self._carry_out(inst)
+        """Carry out what the cores decided, then re-arm the instance's single timer."""
+        self._pump(inst)
         if inst.timer is not None:
             inst.timer.cancel()
             inst.timer = None
-        deadline = inst.machine.get_timer()
+        times = [inst.machine.get_timer()]
+        if inst.lease is not None:
+            times.append(inst.lease.get_timer())
+        deadline = min((t for t in times if t is not None), default=None)
         if deadline is not None and self._loop is not None:
             delay = max(0.0, deadline - boottime())
             inst.timer = self._loop.call_later(delay, self._on_timer, inst)
+
+    def _pump(self, inst: InstanceRuntime) -> None:
+        """Carry out the machine's actions and the lease's events until both are quiet (each
+        may feed the other: a grant promotes, a step-down releases)."""
+        while True:
+            self._carry_out(inst)
+            if inst.lease is None:
+                return
+            events = inst.lease.drain()
+            if not events:
+                self._refresh_lifetimes(inst)
+                return
+            for event in events:
+                self._lease_event(inst, event)
+
+    def _lease_event(self, inst: InstanceRuntime, event: LeaseEvent) -> None:
+        name, now = inst.cfg.name, boottime()
+        if isinstance(event, Send):
+            inst.counters[f"lease:{event.request.op}-sent"] += 1
+            assert self.witness is not None
+            self.witness.send(event.request)
+            return
+        if isinstance(event, Granted):
+            inst.counters["lease:granted"] += 1
+            log.info("lease-granted", instance=name, epoch=event.epoch, ttl=event.ttl)
+            witness = self.config.witness
+            if witness is not None and witness.fence_command and self._loop is not None:
+                inst.fence_task = self._loop.create_task(self._fence(inst, witness))
+            else:
+                inst.machine.lease_granted(now)
+        elif isinstance(event, Refused):
+            inst.counters["lease:refused"] += 1
+            log.info(
+                "lease-refused",
+                instance=name,
+                holder=event.holder,
+                epoch=event.epoch,
+                remaining=round(event.remaining, 3),
+            )
+            inst.machine.lease_refused(now, event.remaining)
+        elif isinstance(event, Lost):
+            # "renewal-refused": another node holds a higher epoch; "expired": we could not
+            # renew (nor, with hold-with-peer, get a peer's word) in time. Either way: fence
+            # ourselves now.
+            inst.counters[f"lease:lost-{event.reason}"] += 1
+            log.warning("self-fence", instance=name, reason=event.reason, epoch=event.epoch)
+            inst.machine.lease_lost(now, f"lease-{event.reason}")
+        elif isinstance(event, WitnessError):
+            inst.counters["lease:witness-errors"] += 1
+            log.error("witness-error", instance=name, error=event.error)
+
+    async def _fence(self, inst: InstanceRuntime, witness: WitnessConfig) -> None:
+        """The optional fence command, between the grant and the promotion."""
+        argv, ok, detail = witness.fence_command, False, ""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), witness.fence_timeout)
+                ok, detail = proc.returncode == 0, out.decode(errors="replace")[-500:]
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                detail = f"timed out after {witness.fence_timeout} s"
+        except OSError as exc:
+            detail = str(exc)
+        inst.fence_task = None
+        now = boottime()
+        lease = inst.lease
+        if lease is None or lease.state is not LeaseState.HELD:
+            return  # lost meanwhile; the lease event already moved the machine
+        if ok:
+            inst.counters["fence:ok"] += 1
+            log.info("fence-command", instance=inst.cfg.name, ok=True, output=detail)
+            inst.machine.lease_granted(now)
+        else:
+            inst.counters["fence:failed"] += 1
+            log.error("fence-command", instance=inst.cfg.name, ok=False, output=detail)
+            lease.release(now)
+            inst.machine.lease_refused(now, inst.machine.master_down_interval)
+        self._after(inst)
+
+    def _refresh_lifetimes(self, inst: InstanceRuntime) -> None:
+        """Kernel backstop (fencing.md S4): a fenced master's VIPs carry a finite lifetime a
+        second or two past its lease, so a hung or killed daemon loses them by itself."""
+        lease = inst.lease
+        if (
+            lease is None
+            or inst.machine.state is not State.MASTER
+            or not lease.holds(now := boottime())
+        ):
+            return
+        if inst.kernel_expiry - lease.held_until() >= 1.0:
+            return
+        lifetime = math.ceil(lease.held_until() - now + 1.0)
+        inst.kernel_expiry = now + lifetime
+        self._change_vips(inst, add=True, lifetime=lifetime)
 
     def _carry_out(self, inst: InstanceRuntime) -> None:
         for action in inst.machine.drain():
             if isinstance(action, SendAdvert):
                 self._send_advert(inst, action.priority)
-            elif isinstance(action, AddVips | RemoveVips):
-                self._change_vips(inst, add=isinstance(action, AddVips))
+            elif isinstance(action, AcquireLease | ReleaseLease):
+                assert inst.lease is not None
+                if isinstance(action, AcquireLease):
+                    inst.lease.acquire(boottime())
+                else:
+                    inst.lease.release(boottime())
+            elif isinstance(action, AddVips):
+                if inst.lease is None:
+                    self._change_vips(inst, add=True)
+                else:  # with a lifetime that follows the lease
+                    inst.kernel_expiry = 0.0
+                    self._refresh_lifetimes(inst)
+            elif isinstance(action, RemoveVips):
+                self._change_vips(inst, add=False)
             elif isinstance(action, Announce):
                 sent = inst.sender.send(inst.announcement)
                 inst.counters["announcements"] += 1
@@ -327,11 +579,13 @@ class Daemon:
                     priority=action.priority,
                 )
 
-    def _change_vips(self, inst: InstanceRuntime, add: bool) -> None:
+    def _change_vips(self, inst: InstanceRuntime, add: bool, lifetime: float | None = None) -> None:
         for vip in inst.cfg.vips:
             try:
                 if add:
-                    self.addrs.add_vip(inst.vip_ifname, vip, label=inst.cfg.vip_label)
+                    self.addrs.add_vip(
+                        inst.vip_ifname, vip, label=inst.cfg.vip_label, lifetime=lifetime
+                    )
                 else:
                     self.addrs.remove_vip(inst.vip_ifname, vip)
             except NetlinkError as exc:
@@ -347,6 +601,24 @@ class Daemon:
             except OSError as exc:
                 inst.counters["send_errors"] += 1
                 log.warning("advert-send-failed", instance=inst.cfg.name, error=str(exc))
+        if priority and inst.machine.state is State.MASTER and inst.lease is not None:
+            self._ping_peers(inst)
+
+    def _ping_peers(self, inst: InstanceRuntime) -> None:
+        """Once per advert: ask the peers to confirm they follow us (hold-with-peer)."""
+        witness = self.config.witness
+        if witness is None or witness.policy != Policy.HOLD_WITH_PEER or not inst.cfg.peers:
+            return
+        now = boottime()
+        self._ping_seq += 1
+        inst.pings[self._ping_seq] = now
+        while len(inst.pings) > 16:  # answers older than that are worthless anyway
+            del inst.pings[next(iter(inst.pings))]
+        ping = peer.Ping(inst.cfg.lease_name, self.config.node_name, self._ping_seq, inst.primary)
+        data = peer.encode_ping(witness.key, ping)
+        for dst in inst.cfg.peers:
+            self._peer_send(data, dst)
+        inst.counters["peer:pings-sent"] += 1
 
     # ---- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -384,4 +656,20 @@ class Daemon:
                 "at": last.at,
             },
             "counters": dict(inst.counters),
+            "witness": None if inst.lease is None else _lease_status(inst.lease),
         }
+
+
+def _lease_status(lease: LeaseClient) -> dict[str, Any]:
+    now = boottime()
+    held = lease.state is LeaseState.HELD
+    return {
+        "lease": lease.params.name,
+        "state": lease.state.value,
+        "epoch": lease.epoch if held else None,
+        "remaining": round(max(0.0, lease.held_until() - now), 3) if held else None,
+        "lease_remaining": round(max(0.0, lease.lease_deadline - now), 3) if held else None,
+        "policy": lease.params.policy.value,
+        "ttl": lease.params.ttl,
+        "rtt": None if lease.last_rtt is None else round(lease.last_rtt, 6),
+    }

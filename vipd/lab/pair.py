@@ -9,6 +9,7 @@ same thing.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import tempfile
@@ -22,6 +23,9 @@ from vipd.control import request
 from vipd.lab.netns import Host, Lab
 
 RESPONDER_PORT = 8080
+WITNESS_V4 = "192.0.2.10"
+WITNESS_PORT = 7480
+ETCD_CLIENT_PORT = 2379
 
 
 @dataclass
@@ -82,6 +86,8 @@ class Pair:
     """Two vipd nodes sharing one instance named ``vip``, and a client.
 
     ``family`` picks the VIP's family (4 or 6); both nodes get IPv4 and IPv6 addresses.
+    ``witness`` ("embedded" or "etcd") adds a witness host ``w`` (192.0.2.10) on the same
+    bridge and fences the instance through it; ``witness_options`` are more [witness] keys.
     """
 
     VIP4 = "192.0.2.100"
@@ -96,6 +102,8 @@ class Pair:
         priorities: tuple[int, int] = (150, 100),
         vrid: int = 51,
         common: dict[str, Any] | None = None,
+        witness: str | None = None,
+        witness_options: dict[str, Any] | None = None,
     ) -> None:
         self.lab = lab
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="vipd-lab-")
@@ -107,9 +115,20 @@ class Pair:
         self.vip = self.VIP4 if family == 4 else self.VIP6
         self.vip_cidr = f"{self.VIP4}/24" if family == 4 else f"{self.VIP6}/64"
         self.nodes: dict[str, Node] = {}
+        self.witness = witness
+        self.witness_options = dict(witness_options or {})
+        self.witness_host: Host | None = None
+        self.witness_proc: subprocess.Popen[Any] | None = None
+        self.etcd: Any = None  # vipd.lab.etcd.EtcdProcess
+        self.key_path = self.workdir / "witness.key"
+        if witness is not None:
+            self.key_path.write_text(secrets.token_hex(32) + "\n")
+            self.witness_host = lab.add_host("w", f"{WITNESS_V4}/24", "2001:db8::10/64")
         for i, prio in enumerate(priorities, start=1):
             spec = NodeSpec(f"n{i}", f"192.0.2.{10 + i}/24", f"2001:db8::{10 + i}/64", prio)
             self._add_node(spec)
+        for node in self.nodes.values():
+            self.write_config(node)  # again, now that each knows its peers
         self.client = lab.add_host("client", "192.0.2.50/24", "2001:db8::50/64")
         self.client.set_long_arp()
 
@@ -139,6 +158,11 @@ class Pair:
         instance.update(self.common)
         instance.update(node.spec.extra)
         instance.update(overrides)
+        if self.witness is not None and "peers" not in instance:
+            others = [n.spec for n in self.nodes.values() if n is not node]
+            instance["peers"] = [
+                (o.ipv4 if self.family == 4 else o.ipv6).split("/")[0] for o in others
+            ]
         lines = [
             "[daemon]",
             f"node_name = {_toml_value(node.name)}",
@@ -146,11 +170,87 @@ class Pair:
             'log_format = "json"',
             'log_level = "debug"',
             "",
+            *self._witness_lines(),
             "[[instance]]",
             *(f"{k} = {_toml_value(v)}" for k, v in instance.items()),
             "",
         ]
         node.config_path.write_text("\n".join(lines))
+
+    def _witness_lines(self) -> list[str]:
+        if self.witness is None:
+            return []
+        table: dict[str, Any] = {"backend": self.witness, "key_file": str(self.key_path)}
+        if self.witness == "etcd":
+            table["endpoints"] = [f"http://{WITNESS_V4}:{ETCD_CLIENT_PORT}"]
+        else:
+            table["address"] = f"{WITNESS_V4}:{WITNESS_PORT}"
+        table.update(self.witness_options)
+        return ["[witness]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()), ""]
+
+    # ---- the witness ---------------------------------------------------------------------
+    def start_witness(self) -> None:
+        """Start (or restart, on the same state) the witness on host ``w``."""
+        host = self.witness_host
+        assert host is not None, "Pair(witness=...) was not set"
+        if self.witness == "etcd":
+            if self.etcd is None:
+                from vipd.lab.etcd import start_etcd
+
+                self.etcd = start_etcd(
+                    self.workdir / "etcd",
+                    f"http://{WITNESS_V4}:{ETCD_CLIENT_PORT}",
+                    f"http://{WITNESS_V4}:{ETCD_CLIENT_PORT + 1}",
+                    host=host,
+                )
+            else:
+                self.etcd.start()
+            return
+        log = (self.workdir / "witness.log").open("ab")
+        self.witness_proc = host.python(
+            "vipd",
+            "witness",
+            "--listen",
+            f"{WITNESS_V4}:{WITNESS_PORT}",
+            "--state",
+            str(self.workdir / "witness.state"),
+            "--key-file",
+            str(self.key_path),
+            "--lease",
+            "vip",
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        time.sleep(0.3)  # bind; a request before that is lost and retransmitted anyway
+        if self.witness_proc.poll() is not None:
+            raise RuntimeError(
+                f"witness exited {self.witness_proc.returncode}:\n{self.witness_log()}"
+            )
+
+    def stop_witness(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the witness (SIGKILL: a crash). SIGSTOP/SIGCONT freeze and thaw it."""
+        if self.witness == "etcd":
+            assert self.etcd is not None
+            {
+                signal.SIGKILL: self.etcd.kill,
+                signal.SIGSTOP: self.etcd.freeze,
+                signal.SIGCONT: self.etcd.thaw,
+            }.get(sig, self.etcd.stop)()
+            return
+        proc = self.witness_proc
+        assert proc is not None
+        proc.send_signal(sig)
+        if sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT):
+            proc.wait(10)
+            self.witness_proc = None
+
+    def witness_log(self) -> str:
+        path = self.workdir / ("etcd.log" if self.witness == "etcd" else "witness.log")
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     # ---- processes -----------------------------------------------------------------------
     def start(self, *names: str, wait: bool = True) -> None:
@@ -229,6 +329,11 @@ class Pair:
             if node.proc is not None and node.proc.poll() is None:
                 node.proc.kill()
                 node.proc.wait(5)
+        if self.witness_proc is not None and self.witness_proc.poll() is None:
+            self.witness_proc.kill()
+            self.witness_proc.wait(5)
+        if self.etcd is not None:
+            self.etcd.kill()
         if self._tmp is not None:
             self._tmp.cleanup()
 
