@@ -46,6 +46,8 @@ class EmbeddedBackend:
     name = "embedded"
 
     def __init__(self, address: tuple[str, int], key: bytes, node: str) -> None:
+        if not 0 < address[1] < 65536:
+            raise ValueError(f"witness port must be 1..65535, got {address[1]}")
         self.address = address
         self.key = key
         self.node = node
@@ -113,7 +115,7 @@ class EmbeddedBackend:
             family, _, _, _, sockaddr = infos[0]
             wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
             stream = await asyncio_dgram.bind((wildcard, 0))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a name getaddrinfo cannot encode
             self._problem("open-error", f"cannot open a socket to {host}:{port}: {exc}")
             return False
         self._peer = tuple(sockaddr[:2])
