@@ -234,7 +234,7 @@ class EtcdProcess:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self._reap()
+        self.proc = None
 
     def kill(self) -> None:
         """SIGKILL: a crash, no clean shutdown."""
@@ -245,7 +245,7 @@ class EtcdProcess:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             proc.wait(timeout=10.0)
-        self._reap()
+        self.proc = None
 
     def freeze(self) -> None:
         """SIGSTOP: etcd keeps its sockets but answers nothing (requests time out)."""
@@ -259,14 +259,6 @@ class EtcdProcess:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, sig)
-
-    def _reap(self) -> None:
-        proc = self.proc
-        if proc is not None:
-            # The process leads its own session; take along anything it left behind.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        self.proc = None
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of etcd's log, for error messages."""
@@ -334,4 +326,5 @@ def start_loopback_etcd(
             if "address already in use" not in str(exc) or attempt == attempts - 1:
                 raise
             shutil.rmtree(path, ignore_errors=True)
+            path.with_name(path.name + ".log").unlink(missing_ok=True)
     raise EtcdError("no free port pair for etcd")

@@ -242,7 +242,8 @@ class EtcdBackend:
     async def start(self, on_reply: ReplyCallback) -> None:
         self._on_reply = on_reply
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout))
+            # trust_env=False: no HTTP(S)_PROXY from the environment between us and the witness.
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), trust_env=False)
 
     def send(self, request: Request) -> None:
         try:
