@@ -293,7 +293,7 @@ def test_bad_datagrams_are_dropped_and_counted_and_the_witness_keeps_serving(
 
     # A flood of garbage changes nothing either. It goes in bursts, each followed by a request,
     # so the socket buffer never overflows and every datagram is accounted for.
-    bursts, burst = 40, 50
+    bursts, burst = 100, 20
     for n in range(bursts):
         for i in range(burst):
             sock.sendto(os.urandom((n * burst + i) % 1500), witness.address)
