@@ -23,6 +23,13 @@ def vipd_main(argv: list[str] | None = None) -> int:
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     demo = sub.add_parser("demo", help="a live two-node pair in network namespaces (root)")
     demo.add_argument("--advert-interval", type=float, default=1.0)
+    imp = sub.add_parser(
+        "import-keepalived",
+        help="convert a keepalived.conf's VRRP part to vipd TOML (stdout or -o); lines not "
+        "converted go to stderr; exit 0 all converted, 1 some not, 2 parse error",
+    )
+    imp.add_argument("file", help="keepalived configuration (includes are followed)")
+    imp.add_argument("-o", "--output", help="write the TOML here instead of stdout")
     from vipd.witness.server import add_witness_arguments, run_witness
 
     add_witness_arguments(sub.add_parser("witness", help="run the embedded witness (UDP)"))
@@ -34,6 +41,10 @@ def vipd_main(argv: list[str] | None = None) -> int:
         return _run(args.config)
     if args.command == "witness":
         return run_witness(args)
+    if args.command == "import-keepalived":
+        from vipd.importer import cli_import
+
+        return cli_import(args.file, args.output)
     from vipd.demo import run_demo
 
     return run_demo(advert_interval=args.advert_interval)

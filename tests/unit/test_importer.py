@@ -1,0 +1,530 @@
+"""`vipd import-keepalived`: the keepalived.conf parser, the conversion, the CLI.
+
+The corpus in tests/data/keepalived/ holds keepalived configurations. For each valid
+``NAME.conf`` the converted TOML must equal ``NAME.toml`` and the report must equal
+``NAME.unconverted`` (one ``FILE:LINE: TEXT -- REASON`` per line); for each
+``invalid-NAME.conf`` the error must equal ``invalid-NAME.error``. After a deliberate change
+to the importer, rewrite the expected files with
+
+    VIPD_REGEN_KEEPALIVED_CORPUS=1 .venv/bin/pytest tests/unit/test_importer.py
+
+and review the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vipd.cli import vipd_main
+from vipd.config import load_config, parse_config
+from vipd.importer import (
+    _GLOBAL_REASONS,
+    _INSTANCE_REASONS,
+    _TOP_LEVEL_REASONS,
+    ImportResult,
+    KeepalivedImportError,
+    KeepalivedParseError,
+    Unconverted,
+    import_keepalived,
+    import_keepalived_text,
+    parse_keepalived_text,
+)
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "keepalived"
+VALID = sorted(p.name for p in CORPUS.glob("*.conf") if not p.name.startswith("invalid-"))
+INVALID = sorted(p.name for p in CORPUS.glob("invalid-*.conf"))
+REGEN = os.environ.get("VIPD_REGEN_KEEPALIVED_CORPUS") == "1"
+
+
+@pytest.fixture
+def in_corpus(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in the corpus directory, so file names in the output are relative."""
+    monkeypatch.chdir(CORPUS)
+    return CORPUS
+
+
+def convert(text: str) -> ImportResult:
+    return import_keepalived_text(textwrap.dedent(text), "k.conf")
+
+
+def instance(result: ImportResult, index: int = 0) -> dict[str, object]:
+    """The converted instance's keys, as vipd's own TOML parser reads them."""
+    import tomllib
+
+    data = tomllib.loads(result.toml)
+    item: dict[str, object] = data["instance"][index]
+    return item
+
+
+def reasons(result: ImportResult) -> list[tuple[int, str]]:
+    return [(u.line, u.reason) for u in result.unconverted]
+
+
+def minimal(body: str, globals_: str = "vrrp_version 3") -> str:
+    """A one-instance config with ``body`` added to the instance (lines 6 on)."""
+    return (
+        f"global_defs {{\n    {globals_}\n}}\n"
+        "vrrp_instance VI_1 {\n"
+        "    interface eth0\n"
+        + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")
+        + "\n    virtual_router_id 51\n"
+        "    virtual_ipaddress {\n        192.0.2.100/24\n    }\n}\n"
+    )
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def test_corpus_is_there() -> None:
+    assert len(VALID) >= 9 and len(INVALID) >= 8
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_corpus_converts_exactly(name: str, in_corpus: Path, tmp_path: Path) -> None:
+    result = import_keepalived(name)
+    stem = name.removesuffix(".conf")
+    expected_toml = in_corpus / f"{stem}.toml"
+    expected_report = in_corpus / f"{stem}.unconverted"
+    report = "".join(f"{u}\n" for u in result.unconverted)
+    if REGEN:
+        expected_toml.write_text(result.toml)
+        expected_report.write_text(report)
+    assert result.toml == expected_toml.read_text()
+    assert report == expected_report.read_text()
+    # What the importer writes is a configuration vipd loads.
+    out = tmp_path / "vipd.toml"
+    out.write_text(result.toml)
+    config = load_config(out)
+    assert config.instances
+    assert load_config(expected_toml).instances == config.instances
+
+
+@pytest.mark.parametrize("name", INVALID)
+def test_corpus_invalid_files_fail_with_file_and_line(name: str, in_corpus: Path) -> None:
+    with pytest.raises(KeepalivedImportError) as info:
+        import_keepalived(name)
+    expected = in_corpus / name.replace(".conf", ".error")
+    if REGEN:
+        expected.write_text(f"{info.value}\n")
+    assert f"{info.value}\n" == expected.read_text()
+
+
+def test_corpus_expected_outputs_are_all_used() -> None:
+    stems = {n.removesuffix(".conf") for n in VALID + INVALID}
+    for path in CORPUS.iterdir():
+        if path.suffix in (".toml", ".unconverted", ".error"):
+            assert path.stem in stems, f"{path.name} has no .conf"
+
+
+# --------------------------------------------------------------------------- syntax
+
+
+def test_quotes_comments_and_escapes() -> None:
+    [st] = parse_keepalived_text(
+        'notify abcd" efg h jkl "mnop \'x # y\' "a\\tb\\x41\\101" # comment ! more\n'
+    )
+    assert st.words == ["notify", "abcd efg h jkl mnop", "x # y", "a\tbAA"]
+    [st] = parse_keepalived_text("priority 100! bang comment\n")
+    assert st.words == ["priority", "100"]
+
+
+def test_braces_on_the_next_line_on_one_line_and_glued() -> None:
+    tree = parse_keepalived_text(
+        "global_defs { router_id lb1 }\n"
+        "vrrp_instance VI_1\n"
+        "\n"
+        "{\n"
+        "    virtual_ipaddress {192.0.2.1/24}\n"
+        "    track_script{ a\n"
+        "      b }\n"
+        "}\n"
+    )
+    assert [s.words for s in tree] == [["global_defs"], ["vrrp_instance", "VI_1"]]
+    assert [s.words for s in tree[0].block or []] == [["router_id", "lb1"]]
+    inner = tree[1].block or []
+    assert [s.words for s in inner] == [["virtual_ipaddress"], ["track_script"]]
+    assert [s.words for s in inner[0].block or []] == [["192.0.2.1/24"]]
+    assert [(s.words, s.line) for s in inner[1].block or []] == [(["a"], 6), (["b"], 7)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a {\n", "k.conf:1: block of 'a' is never closed (missing '}')"),
+        ("a {\n}\n}\n", "k.conf:3: '}' without a matching '{'"),
+        ("{\n", "k.conf:1: '{' without a keyword before it"),
+        ('a "b\n', 'k.conf:1: unterminated quoted string (no closing ")'),
+        ("@lb1 priority 1\n", "k.conf:1: conditional configuration"),
+        ("$PRIO=150\n", "k.conf:1: parameter definitions"),
+        ("~SEQ(i, 1, 3) priority $i\n", "k.conf:1: ~SEQ/~LST blocks"),
+        ("include a b\n", "k.conf:1: include takes one file name or pattern"),
+    ],
+)
+def test_malformed_syntax(text: str, message: str) -> None:
+    with pytest.raises(KeepalivedParseError) as info:
+        parse_keepalived_text(text, "k.conf")
+    assert str(info.value).startswith(message)
+
+
+def test_include_relative_to_the_including_file_inside_blocks(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inst.conf").write_text(
+        "vrrp_instance VI_1 {\n  interface eth0\n  include vips/*.conf\n  virtual_router_id 51\n}\n"
+    )
+    (tmp_path / "sub" / "vips").mkdir()
+    (tmp_path / "sub" / "vips" / "a.conf").write_text("virtual_ipaddress {\n  192.0.2.1/24\n}\n")
+    (tmp_path / "main.conf").write_text(
+        "global_defs {\n vrrp_version 3\n}\ninclude sub/{inst,none*}.conf\ninclude none/*.conf\n"
+    )
+    result = import_keepalived(tmp_path / "main.conf")
+    assert instance(result)["vips"] == ["192.0.2.1/24"]
+    assert result.complete
+
+
+def test_include_missing_file_and_loop(tmp_path: Path) -> None:
+    main = tmp_path / "main.conf"
+    main.write_text("include other.conf\n")
+    with pytest.raises(KeepalivedParseError, match=r"main.conf:1: include: no such file"):
+        import_keepalived(main)
+    (tmp_path / "other.conf").write_text("\ninclude main.conf\n")
+    with pytest.raises(KeepalivedParseError, match=r"other.conf:2: include loop"):
+        import_keepalived(main)
+
+
+def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
+    with pytest.raises(KeepalivedParseError, match="cannot read"):
+        import_keepalived(tmp_path / "missing.conf")
+    bad = tmp_path / "bad.conf"
+    bad.write_bytes(b"global_defs {\n router_id \xff\n}\n")
+    with pytest.raises(KeepalivedParseError, match=r"bad.conf:2: not valid UTF-8"):
+        import_keepalived(bad)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def test_state_master_without_priority_means_255_like_keepalived() -> None:
+    result = convert(minimal("state MASTER"))
+    assert instance(result)["priority"] == 255
+    assert result.complete
+    assert "priority 255 (address owner) becomes master at once" in result.toml
+
+
+def test_state_is_a_comment_not_a_key() -> None:
+    for state in ("MASTER", "BACKUP"):
+        result = convert(minimal(f"state {state}\npriority 150"))
+        assert "state" not in instance(result)
+        assert result.complete
+        assert "vipd has no initial state" in result.toml
+    with pytest.raises(KeepalivedParseError, match="must be MASTER or BACKUP"):
+        convert(minimal("state master"))
+
+
+def test_nopreempt_and_preempt_delay() -> None:
+    result = convert(minimal("state BACKUP\nnopreempt\npreempt_delay 2.5"))
+    assert instance(result)["preempt"] is False
+    assert instance(result)["preempt_delay"] == 2.5
+    assert result.complete
+    # keepalived clears both with state MASTER ("will not work with initial state MASTER").
+    result = convert(minimal("state MASTER\npriority 150\nnopreempt\npreempt_delay 3"))
+    assert "preempt" not in instance(result) and "preempt_delay" not in instance(result)
+    assert [line for line, _ in reasons(result)] == [8, 9]
+    # ... and nopreempt with priority 255.
+    result = convert(minimal("priority 255\nnopreempt"))
+    assert "preempt" not in instance(result)
+    assert "priority 255" in result.unconverted[0].reason
+
+
+def test_later_setting_wins_and_the_earlier_is_reported() -> None:
+    result = convert(minimal("priority 120\npriority 130\nnopreempt\npreempt"))
+    assert instance(result)["priority"] == 130
+    assert instance(result)["preempt"] is True
+    assert [line for line, _ in reasons(result)] == [6, 8]
+
+
+@pytest.mark.parametrize(
+    ("advert_int", "expected"),
+    [("1", 1.0), ("0.5", 0.5), ("0.125", 0.13), ("0.123", 0.12), ("50", 40.95), ("3", 3.0)],
+)
+def test_advert_int_rounds_like_keepalived(advert_int: str, expected: float) -> None:
+    result = convert(minimal(f"advert_int {advert_int}"))
+    assert instance(result)["advert_interval"] == expected
+    assert result.complete
+
+
+TWO_INSTANCES = """\
+global_defs {
+    vrrp_version 2
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        192.0.2.100/24
+    }
+}
+vrrp_instance VI_2 {
+    interface eth0
+    virtual_router_id 52
+    virtual_ipaddress {
+        192.0.2.101/24
+    }
+}
+"""
+
+
+def test_vrrp_version_2_is_reported_once_at_its_line() -> None:
+    result = convert(TWO_INSTANCES)
+    assert [line for line, _ in reasons(result)] == [2]
+    assert "VRRPv3 only" in result.unconverted[0].reason
+
+
+def test_vrrp_version_default_is_2_except_for_ipv6_and_instance_version_wins() -> None:
+    result = convert(minimal("priority 100", globals_="router_id lb1"))
+    [(line, reason)] = reasons(result)
+    assert line == 4 and reason.startswith("no vrrp_version (keepalived's default is 2)")
+    assert result.unconverted[0].text == "vrrp_instance VI_1 {"
+    assert convert(minimal("version 3", globals_="vrrp_version 2")).complete
+    v6 = minimal("priority 100", globals_="router_id lb1").replace(
+        "192.0.2.100/24", "2001:db8::100/64"
+    )
+    assert convert(v6).complete
+
+
+def test_gratuitous_arp_settings_map_to_announce_keys() -> None:
+    inst = instance(convert(minimal("garp_master_delay 5\ngarp_master_refresh 60")))
+    assert (inst["announce_count"], inst["announce_spacing"], inst["announce_refresh"]) == (
+        2,
+        5.0,
+        60.0,
+    )
+    inst = instance(convert(minimal("garp_master_delay 0\ngarp_master_refresh 0")))
+    assert (inst["announce_count"], inst["announce_refresh"]) == (1, 0.0)
+    assert "announce_spacing" not in inst
+    # Global defaults apply unless the instance overrides them.
+    result = convert(
+        minimal("garp_master_delay 3", globals_="vrrp_version 3\n    vrrp_garp_master_delay 0")
+    )
+    assert instance(result)["announce_spacing"] == 3.0
+    inst = instance(convert(minimal("", globals_="vrrp_version 3\n    vrrp_min_garp")))
+    assert inst["announce_count"] == 1
+    # Nothing set: vipd's defaults (3 bursts 1.2 s apart, refresh every 5 s).
+    inst = instance(convert(minimal("")))
+    assert not {"announce_count", "announce_spacing", "announce_refresh"} & set(inst)
+
+
+def test_garp_repeat_cannot_be_expressed() -> None:
+    result = convert(minimal("garp_master_repeat 1\ngarp_master_refresh_repeat 1"))
+    assert [line for line, _ in reasons(result)] == [6]  # refresh_repeat 1 is vipd's way
+
+
+def test_vip_forms_dev_label_ipv6_and_options() -> None:
+    result = convert(
+        """\
+        global_defs {
+            vrrp_version 3
+        }
+        vrrp_instance VI_1 {
+            interface eth0
+            virtual_router_id 51
+            virtual_ipaddress {
+                192.0.2.100/24 dev eth0 label eth0:1 brd 192.0.2.255 scope global
+                192.0.2.101 label eth0:1 -nodad
+                192.0.2.102/24 dev eth1
+                192.0.2.103/24 label eth0:1 home
+            }
+        }
+        """
+    )
+    inst = instance(result)
+    assert inst["vips"] == ["192.0.2.100/24", "192.0.2.101/32", "192.0.2.103/24"]
+    assert inst["vip_label"] == "eth0:1"
+    assert reasons(result) == [
+        (10, "VIP left out: vipd puts every VIP on the instance's interface (eth0), not on eth1"),
+        (11, "VIP converted without home (no vipd setting)"),
+    ]
+
+
+def test_labels_that_differ_are_reported_per_vip() -> None:
+    result = convert(
+        minimal("").replace(
+            "192.0.2.100/24\n", "192.0.2.100/24 label eth0:a\n        192.0.2.101/24\n"
+        )
+    )
+    assert "vip_label" not in instance(result)
+    [(line, reason)] = reasons(result)
+    assert line == 9 and reason.startswith("label eth0:a not converted")
+
+
+def test_unicast_peers_and_source() -> None:
+    result = convert(
+        minimal(
+            "unicast_src_ip 192.0.2.11\n"
+            "unicast_peer {\n    192.0.2.12\n    192.0.2.13\n    2001:db8::13\n}"
+        )
+    )
+    inst = instance(result)
+    assert inst["unicast_peers"] == ["192.0.2.12", "192.0.2.13"]
+    assert inst["unicast_source"] == "192.0.2.11"
+    assert [line for line, _ in reasons(result)] == [10]  # the IPv6 peer
+    # A source without peers: vipd sends multicast from the primary address.
+    result = convert(minimal("mcast_src_ip 192.0.2.11"))
+    assert "unicast_source" not in instance(result)
+    assert [line for line, _ in reasons(result)] == [6]
+
+
+def test_vmac() -> None:
+    result = convert(minimal("use_vmac\nvmac_xmit_base"))
+    assert instance(result)["use_vmac"] is True
+    assert result.complete
+    result = convert(minimal("use_vmac vrrp.51"))
+    assert instance(result)["use_vmac"] is True
+    assert "vrrp4.51" in result.unconverted[0].reason
+
+
+def test_instance_names_are_made_valid_and_unique() -> None:
+    text = minimal("")
+    second = text[text.index("vrrp_instance") :].replace("51", "52").replace(".100/", ".101/")
+    result = convert(text.replace("VI_1", '"web front/1"') + second.replace("VI_1", "web_front_1"))
+    assert [instance(result, i)["name"] for i in (0, 1)] == ["web_front_1", "web_front_1-2"]
+
+
+def test_router_id_becomes_node_name() -> None:
+    import tomllib
+
+    data = tomllib.loads(convert(minimal("", globals_="router_id lb-7")).toml)
+    assert data["daemon"] == {"node_name": "lb-7"}
+
+
+def test_instance_without_interface_or_vips_is_reported_not_converted() -> None:
+    result = convert(
+        TWO_INSTANCES.replace("    interface eth0\n", "", 1).replace(" 2\n", " 3\n", 1)
+    )
+    assert [instance(result)["name"]] == ["VI_2"]
+    assert reasons(result)[0] == (4, "instance not converted: no interface (vipd needs one)")
+    assert result.unconverted[0].text == "vrrp_instance VI_1 {"
+    with pytest.raises(KeepalivedImportError, match="no vrrp_instance could be converted"):
+        convert("vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 1\n}\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("priority 0", "k.conf:6: priority: must be an integer 1..255, got '0'"),
+        ("priority", "k.conf:6: priority: takes exactly one value, got 0"),
+        ("advert_int fast", "k.conf:6: advert_int: must be a number"),
+        ("preempt_delay 2000", "k.conf:6: preempt_delay: must be a number 0..1000"),
+        ("nopreempt yes", "k.conf:6: nopreempt: takes no value"),
+        ("priority {\n}", "k.conf:6: priority: takes no { } block"),
+        ("unicast_peer {\n  192.0.2.999\n}", "k.conf:7: unicast_peer: '192.0.2.999' is not"),
+        ("unicast_src_ip me", "k.conf:6: unicast_src_ip: 'me' is not an IP address"),
+    ],
+)
+def test_bad_values_are_parse_errors(body: str, message: str) -> None:
+    with pytest.raises(KeepalivedParseError) as info:
+        convert(minimal(body))
+    assert str(info.value).startswith(message)
+
+
+def test_duplicate_vip_across_instances_fails_vipd_validation() -> None:
+    text = minimal("")
+    second = text[text.index("vrrp_instance") :].replace("VI_1", "VI_2").replace("51", "52")
+    with pytest.raises(KeepalivedImportError, match="not valid for vipd") as info:
+        convert(text + second)
+    assert "already a VIP of" in str(info.value)
+
+
+# ---- nothing is dropped silently
+
+
+@pytest.mark.parametrize("keyword", sorted(_INSTANCE_REASONS))
+def test_every_unsupported_instance_keyword_is_reported(keyword: str) -> None:
+    result = convert(minimal(f"{keyword} something"))
+    assert reasons(result) == [(6, _INSTANCE_REASONS[keyword])]
+    assert result.unconverted[0].text == f"{keyword} something"
+    assert _INSTANCE_REASONS[keyword] in result.toml.replace("\n#       ", " ")
+
+
+@pytest.mark.parametrize("keyword", sorted(_GLOBAL_REASONS))
+def test_every_unsupported_global_keyword_is_reported(keyword: str) -> None:
+    result = convert(minimal("", globals_=f"vrrp_version 3\n    {keyword} x"))
+    assert reasons(result) == [(3, _GLOBAL_REASONS[keyword])]
+
+
+@pytest.mark.parametrize("keyword", sorted(_TOP_LEVEL_REASONS))
+def test_every_unsupported_top_level_block_is_reported(keyword: str) -> None:
+    result = convert(minimal("") + f"{keyword} x {{\n    a b\n}}\n")
+    assert reasons(result) == [(12, _TOP_LEVEL_REASONS[keyword])]
+    assert result.unconverted[0].text == f"{keyword} x {{ a b }}"
+
+
+def test_unknown_keywords_are_reported_too() -> None:
+    result = convert(minimal("frobnicate 1", globals_="vrrp_version 3\n    wibble") + "zap\n")
+    assert [line for line, _ in reasons(result)] == [3, 7, 13]
+
+
+def test_report_lines_name_the_included_file(tmp_path: Path) -> None:
+    (tmp_path / "t.conf").write_text("track_script {\n  chk\n}\n")
+    (tmp_path / "main.conf").write_text(minimal("include t.conf"))
+    result = import_keepalived(tmp_path / "main.conf")
+    assert result.unconverted == (
+        Unconverted(
+            str(tmp_path / "t.conf"),
+            1,
+            "track_script { chk }",
+            _INSTANCE_REASONS["track_script"],
+        ),
+    )
+
+
+def test_output_is_valid_toml_for_awkward_names() -> None:
+    result = convert(minimal("").replace("VI_1", '"a\\"b\\\\c"'))
+    assert parse_config(result.toml).instances[0].name == "a_b_c"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_prints_toml_and_exits_0_when_everything_converts(
+    in_corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert vipd_main(["import-keepalived", "pair-lb2.conf"]) == 0
+    out, err = capsys.readouterr()
+    assert out == (in_corpus / "pair-lb2.toml").read_text()
+    assert err == ""
+
+
+def test_cli_writes_output_file_and_lists_unconverted_lines(
+    in_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_file = tmp_path / "vipd.toml"
+    assert vipd_main(["import-keepalived", "tracking.conf", "-o", str(out_file)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert out_file.read_text() == (in_corpus / "tracking.toml").read_text()
+    lines = err.splitlines()
+    assert lines[0] == "7 keepalived line(s) not converted:"
+    assert "\n".join(lines[1:]) + "\n" == (in_corpus / "tracking.unconverted").read_text()
+    assert vipd_main(["check", "-c", str(out_file)]) == 0
+
+
+def test_cli_exits_2_on_parse_errors(in_corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert vipd_main(["import-keepalived", "invalid-vrid.conf"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "vipd import-keepalived: invalid-vrid.conf:3: virtual_router_id: must be an integer "
+        "1..255, got '300'\n"
+    )
+
+
+def test_cli_exits_2_when_the_output_cannot_be_written(
+    in_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "no" / "such" / "dir.toml"
+    assert vipd_main(["import-keepalived", "pair-lb1.conf", "-o", str(target)]) == 2
+    assert "cannot write" in capsys.readouterr().err
