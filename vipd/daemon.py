@@ -245,8 +245,9 @@ class Daemon:
             # higher priority: the lease runs out before the backup's timer fires.
             ttl=cfg.lease_ttl or machine.master_down_interval,
             renew_interval=interval,
-            # Several tries per interval, so 30 % loss does not cost a lease (fencing.md).
-            retry_interval=max(0.02, min(interval / 4, 0.25)),
+            # Eight tries per interval: at 30 % loss each way, ~25 tries before the lease
+            # could run out, so loss alone does not cost the lease (fencing.md).
+            retry_interval=max(0.01, min(interval / 8, 0.25)),
             policy=Policy(self.config.witness.policy),
         )
 

@@ -13,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class Pair:
         self.vip = self.VIP4 if family == 4 else self.VIP6
         self.vip_cidr = f"{self.VIP4}/24" if family == 4 else f"{self.VIP6}/64"
         self.nodes: dict[str, Node] = {}
+        self.cut_off: set[str] = set()  # nodes whose switch port is down (pair.cut)
         self.witness = witness
         self.witness_options = dict(witness_options or {})
         self.witness_host: Host | None = None
@@ -306,8 +308,18 @@ class Pair:
         link is cut. Returns the time.monotonic() of the fault."""
         t_fault = time.monotonic()
         self.kill(name)
-        self.lab.cut(self.nodes[name].host)
+        self.cut(name)
         return t_fault
+
+    def cut(self, name: str) -> None:
+        """Take the node's switch port down; its VIP then reaches nobody, so it no longer
+        counts as a holder for :class:`HolderMonitor`."""
+        self.cut_off.add(name)
+        self.lab.cut(self.nodes[name].host)
+
+    def restore(self, name: str) -> None:
+        self.lab.restore(self.nodes[name].host)
+        self.cut_off.discard(name)
 
     # ---- observation ---------------------------------------------------------------------
     def holders(self) -> list[str]:
@@ -317,6 +329,14 @@ class Pair:
             for name, node in self.nodes.items()
             if any(a.split("/")[0] == self.vip for a in node.host.addresses())
         ]
+
+    def connected_holders(self) -> list[str]:
+        """Holders that can reach the client network: the ones that count for split brain."""
+        cut = set(self.cut_off)
+        return [name for name in self.holders() if name not in cut]
+
+    def watch_holders(self, interval: float = 0.02) -> HolderMonitor:
+        return HolderMonitor(self, interval)
 
     def probe(self, **kw: Any) -> Any:
         return self.client.start_probe(self.vip, RESPONDER_PORT, **kw)
@@ -353,3 +373,40 @@ def wait_until(
 
 def logs(nodes: Sequence[Node]) -> str:
     return "\n".join(f"--- {n.name} ---\n{n.log()[-4000:]}" for n in nodes)
+
+
+class HolderMonitor:
+    """Samples who holds the VIP (and can reach the client) every ``interval`` seconds in a
+    thread, for split-brain accounting: ``dual_holder_seconds`` counts from every sample that
+    saw two or more connected holders to the next sample (fencing.md S1; the goal is 0)."""
+
+    def __init__(self, pair: Pair, interval: float = 0.02) -> None:
+        self.pair = pair
+        self.interval = interval
+        self.samples: list[tuple[float, tuple[str, ...]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="holder-monitor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), tuple(self.pair.connected_holders())))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> HolderMonitor:
+        self._stop.set()
+        self._thread.join(5)
+        return self
+
+    def dual_holder_seconds(self) -> float:
+        total = 0.0
+        for (t0, h0), (t1, _) in zip(self.samples, self.samples[1:], strict=False):
+            if len(h0) > 1:
+                total += t1 - t0
+        return total
+
+    def dual_holder_samples(self) -> list[tuple[float, tuple[str, ...]]]:
+        return [s for s in self.samples if len(s[1]) > 1]
+
+    def holders_seen(self) -> set[str]:
+        return {name for _, holders in self.samples for name in holders}

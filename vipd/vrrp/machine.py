@@ -255,9 +255,9 @@ class Machine:
         retry = remaining + 0.01
         preempting = self._lower_master_since is not None
         if preempting or self.master_priority == 0:
-            # The holder is alive and should hand over (it is lower, or it said it is
+            # The holder is alive and about to hand over (it is lower, or it said it is
             # leaving): ask again soon rather than waiting out its whole lease.
-            retry = min(retry, self.advert_interval)
+            retry = min(retry, max(0.02, self.advert_interval / 4))
         if preempting:
             # Tell the lower-priority master we are here; it steps down and releases.
             self._emit(SendAdvert(self.priority))
