@@ -19,19 +19,23 @@ What is read, per instance (``status["instances"][i]``), labelled ``instance=<na
 - counters ``adverts_sent``, ``adverts_received``, ``announcements``, ``send_errors``,
   ``vip_errors``: ``vipd_<name>_total``;
 - counters ``drop:<reason>``: ``vipd_advert_drops_total{reason=...}``;
-- counters ``lease:<event>``, ``fence:<event>``, ``witness:<event>``:
-  ``vipd_lease_events_total``, ``vipd_fence_events_total``, ``vipd_witness_events_total``,
-  each with ``event=...``;
+- counters ``lease:<event>``, ``peer:<event>``, ``fence:<event>``, ``witness:<event>``:
+  ``vipd_lease_events_total``, ``vipd_peer_events_total``, ``vipd_fence_events_total``,
+  ``vipd_witness_events_total``, each with ``event=...`` (e.g. ``lease:granted``,
+  ``lease:refused``, ``lease:lost-<reason>``, ``peer:pings-sent``, ``fence:failed``);
 - any other counter ``<name>``: ``vipd_events_total{event=<name>}``, so a new counter shows up
   without a change here.
 
-An optional ``witness`` sub-dict per instance (all keys optional): ``backend`` (str, a label of
-``vipd_witness_info``), ``round_trip``/``rtt`` (seconds, ``vipd_witness_round_trip_seconds``),
-``lease_remaining``/``remaining`` (seconds, ``vipd_witness_lease_remaining_seconds``), ``epoch``
-(``vipd_witness_epoch``), booleans ``held``/``reachable`` (``vipd_witness_lease_held``,
-``vipd_witness_reachable``), ``counters`` (dict, ``vipd_witness_events_total{event=...}``, e.g.
-``grants``, ``refusals``, ``fences``), and any other number ``<key>`` as gauge
-``vipd_witness_<key>``.
+The ``witness`` sub-dict of a fenced instance (``Daemon._lease_status``; null otherwise), every
+key optional: ``lease``, ``policy`` and ``backend`` (labels of ``vipd_witness_info``), ``state``
+(``vipd_witness_lease_state{state=...}`` 1 / 0 over idle, acquiring, held, and
+``vipd_witness_lease_held``), ``epoch`` (``vipd_witness_epoch``), ``remaining`` (seconds this
+node may still act on the lease, ``vipd_witness_hold_remaining_seconds``), ``lease_remaining``
+(seconds until the lease runs out by this node's conservative clock,
+``vipd_witness_lease_remaining_seconds``), ``ttl`` (``vipd_witness_lease_ttl_seconds``), ``rtt``
+(last request's round trip, ``vipd_witness_round_trip_seconds``), ``counters`` (a dict, as
+``vipd_witness_events_total{event=...}``), and any other number ``<key>`` as the gauge
+``vipd_witness_<key>``. Null values are left out.
 
 Daemon-wide: ``vipd_up`` (1 when the status could be read), ``vipd_node_info{node=...}``,
 ``vipd_uptime_seconds``, ``drops`` as ``vipd_unattributed_drops_total{reason=...}`` (packets no
@@ -78,6 +82,7 @@ _PREFIXED: dict[str, tuple[str, str, str]] = {
     "transition": ("vipd_transitions", "reason", "VRRP state transitions, by reason."),
     "drop": ("vipd_advert_drops", "reason", "Received adverts dropped, by reason."),
     "lease": ("vipd_lease_events", "event", "Witness lease events (grants, refusals, ...)."),
+    "peer": ("vipd_peer_events", "event", "Peer channel events (pings, confirmations)."),
     "fence": ("vipd_fence_events", "event", "Fencing events."),
     "witness": ("vipd_witness_events", "event", "Witness client events."),
 }
@@ -90,20 +95,23 @@ _PLAIN: dict[str, tuple[str, str]] = {
     "vip_errors": ("vipd_vip_errors", "Netlink failures adding or removing a VIP."),
 }
 _WITNESS_GAUGES: dict[str, tuple[str, str]] = {
-    "round_trip": ("vipd_witness_round_trip_seconds", "Last witness request round trip."),
-    "rtt": ("vipd_witness_round_trip_seconds", "Last witness request round trip."),
+    "rtt": ("vipd_witness_round_trip_seconds", "Round trip of the last witness request."),
+    "round_trip": ("vipd_witness_round_trip_seconds", "Round trip of the last witness request."),
+    "remaining": (
+        "vipd_witness_hold_remaining_seconds",
+        "Seconds this node may still act on its lease.",
+    ),
     "lease_remaining": (
         "vipd_witness_lease_remaining_seconds",
-        "Seconds until this node's lease expires, by its own conservative clock.",
+        "Seconds until this node's lease runs out, by its own conservative clock.",
     ),
-    "remaining": (
-        "vipd_witness_lease_remaining_seconds",
-        "Seconds until this node's lease expires, by its own conservative clock.",
-    ),
-    "epoch": ("vipd_witness_epoch", "Epoch of the lease this node holds or last saw."),
+    "ttl": ("vipd_witness_lease_ttl_seconds", "Lease TTL asked of the witness."),
+    "epoch": ("vipd_witness_epoch", "Epoch of the lease this node holds."),
     "held": ("vipd_witness_lease_held", "1 if this node holds the lease."),
     "reachable": ("vipd_witness_reachable", "1 if the witness answered recently."),
 }
+_WITNESS_LABELS = ("lease", "policy", "backend")
+LEASE_STATES = ("idle", "acquiring", "held")
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -272,9 +280,20 @@ class StatusCollector(Collector):
 
     @staticmethod
     def _witness(out: _Families, lab: dict[str, str], witness: Mapping[str, Any]) -> None:
-        backend = witness.get("backend")
-        if isinstance(backend, str):
-            out.gauge("vipd_witness_info", "The witness backend.", {**lab, "backend": backend}, 1.0)
+        info = {k: str(witness[k]) for k in _WITNESS_LABELS if isinstance(witness.get(k), str)}
+        out.gauge("vipd_witness_info", "The instance's lease and witness.", {**lab, **info}, 1.0)
+        state = witness.get("state")
+        if isinstance(state, str):
+            for s in (*LEASE_STATES, *([state] if state not in LEASE_STATES else [])):
+                out.gauge(
+                    "vipd_witness_lease_state",
+                    "1 for the lease's current state, 0 for the others.",
+                    {**lab, "state": s},
+                    1.0 if s == state else 0.0,
+                )
+            if "held" not in witness:
+                doc = _WITNESS_GAUGES["held"][1]
+                out.gauge("vipd_witness_lease_held", doc, lab, 1.0 if state == "held" else 0.0)
         for key, raw in sorted(witness.items()):
             if key == "counters" and isinstance(raw, Mapping):
                 for event, count in sorted(raw.items()):

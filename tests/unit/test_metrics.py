@@ -44,15 +44,21 @@ STATUS: dict[str, Any] = {
                 "drop:ttl": 1,
                 "lease:granted": 2,
                 "lease:refused": 1,
+                "peer:pings-sent": 12,
                 "send_errors": 0,
                 "some_new_counter": 7,
             },
+            # The shape of Daemon._lease_status, plus keys a backend may add.
             "witness": {
-                "backend": "embedded",
-                "round_trip": 0.0042,
-                "lease_remaining": 2.75,
+                "lease": "web",
+                "state": "held",
                 "epoch": 17,
-                "held": True,
+                "remaining": 1.25,
+                "lease_remaining": 2.75,
+                "policy": "hold-with-peer",
+                "ttl": 3.0,
+                "rtt": 0.0042,
+                "backend": "embedded",
                 "counters": {"grants": 2, "refusals": 1, "fences": 0},
                 "clock_skew_bound": 0.01,
                 "holder": "lb1",
@@ -67,6 +73,7 @@ STATUS: dict[str, Any] = {
             "effective_priority": 100,
             "master_priority": None,
             "counters": {"adverts_received": 9},
+            "witness": None,
         },
     ],
 }
@@ -122,11 +129,18 @@ def test_status_to_metrics() -> None:
     assert value(got, "vipd_lease_events_total", event="refused", **web) == 1
     assert value(got, "vipd_events_total", event="some_new_counter", **web) == 7
 
-    assert value(got, "vipd_witness_info", backend="embedded", **web) == 1
-    assert value(got, "vipd_witness_round_trip_seconds", **web) == pytest.approx(0.0042)
-    assert value(got, "vipd_witness_lease_remaining_seconds", **web) == 2.75
-    assert value(got, "vipd_witness_epoch", **web) == 17
+    assert value(got, "vipd_peer_events_total", event="pings-sent", **web) == 12
+
+    info = {"lease": "web", "policy": "hold-with-peer", "backend": "embedded"}
+    assert value(got, "vipd_witness_info", **info, **web) == 1
+    assert value(got, "vipd_witness_lease_state", state="held", **web) == 1
+    assert value(got, "vipd_witness_lease_state", state="acquiring", **web) == 0
     assert value(got, "vipd_witness_lease_held", **web) == 1
+    assert value(got, "vipd_witness_epoch", **web) == 17
+    assert value(got, "vipd_witness_hold_remaining_seconds", **web) == 1.25
+    assert value(got, "vipd_witness_lease_remaining_seconds", **web) == 2.75
+    assert value(got, "vipd_witness_lease_ttl_seconds", **web) == 3.0
+    assert value(got, "vipd_witness_round_trip_seconds", **web) == pytest.approx(0.0042)
     assert value(got, "vipd_witness_events_total", event="grants", **web) == 2
     assert value(got, "vipd_witness_events_total", event="fences", **web) == 0
     assert value(got, "vipd_witness_clock_skew_bound", **web) == 0.01
@@ -134,6 +148,34 @@ def test_status_to_metrics() -> None:
 
     # Its own registry, with the process metrics of this process.
     assert value(got, "process_open_fds") > 0
+
+
+def test_lease_not_held_leaves_out_nulls() -> None:
+    status = {
+        "instances": [
+            {
+                "name": "v",
+                "state": "backup",
+                "witness": {
+                    "lease": "v",
+                    "state": "idle",
+                    "epoch": None,
+                    "remaining": None,
+                    "lease_remaining": None,
+                    "policy": "release",
+                    "ttl": 3.0,
+                    "rtt": None,
+                },
+            }
+        ]
+    }
+    got = samples(Metrics(lambda: status, process=False))
+    assert value(got, "vipd_witness_lease_state", instance="v", state="idle") == 1
+    assert value(got, "vipd_witness_lease_held", instance="v") == 0
+    assert value(got, "vipd_witness_lease_ttl_seconds", instance="v") == 3.0
+    present = {name for name, _ in got}
+    assert "vipd_witness_epoch" not in present
+    assert "vipd_witness_round_trip_seconds" not in present
 
 
 def test_per_reason_transitions_only_no_other() -> None:
@@ -170,6 +212,7 @@ def test_colliding_keys_never_duplicate_a_sample() -> None:
     assert value(got, "vipd_witness_events_total", instance="v", event="grants") == 4
     assert value(got, "vipd_witness_round_trip_seconds", instance="v") == 0.5
     assert value(got, "vipd_witness_info", instance="v", backend="etcd") == 1
+    assert ("vipd_witness_info", frozenset({("instance", "v")})) not in got
 
 
 def test_unreadable_status_reports_down_not_an_error() -> None:
