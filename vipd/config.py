@@ -32,6 +32,8 @@ from ipaddress import (
 )
 from typing import Any, Final, TypeAlias, TypeVar
 
+from vipd.witness.proto import KeyFileError, load_key
+
 __all__ = [
     "CHECKSUM_MODES",
     "DEFAULT_CONTROL_SOCKET",
@@ -58,7 +60,6 @@ CHECKSUM_MODES: Final = ("pseudo-header", "message-only")
 WITNESS_BACKENDS: Final = ("embedded", "etcd")
 WITNESS_POLICIES: Final = ("hold-with-peer", "release")
 DEFAULT_PEER_PORT: Final = 7481
-_MIN_KEY_BYTES: Final = 16
 
 _DAEMON_KEYS: Final = ("node_name", "control_socket", "log_format", "log_level")
 _INSTANCE_KEYS: Final = (
@@ -754,18 +755,10 @@ def _command(value: object) -> tuple[str, ...]:
 
 
 def _read_key(path: str) -> bytes:
-    """The shared key: the file's contents without surrounding whitespace."""
     try:
-        with open(path, "rb") as f:
-            key = f.read(4097).strip()
-    except OSError as e:
-        raise _Invalid(f"cannot read key file {path}: {e.strerror or e}") from None
-    if len(key) < _MIN_KEY_BYTES:
-        raise _Invalid(
-            f"key file {path} holds {len(key)} bytes; at least {_MIN_KEY_BYTES} are needed "
-            "(e.g. head -c 32 /dev/urandom | base64 > FILE)"
-        )
-    return key
+        return load_key(path)
+    except KeyFileError as e:
+        raise _Invalid(str(e)) from None
 
 
 def _family_name(version: int) -> str:

@@ -209,8 +209,10 @@ class LeaseClient:
             self._events.append(Granted(reply.epoch, reply.ttl))
         elif self.state is LeaseState.HELD:
             if reply.epoch != self.epoch:
-                # etcd answers a renewal of a lapsed lease with a fresh grant; nobody else held
-                # it in between (we would have been refused), so we carry on under the new epoch.
+                # etcd answers a renewal of a lapsed lease with a fresh grant. Another node may
+                # have held it in between, but only after our previous deadline had passed (or,
+                # holding with a peer, after the peer's promise had run out): either way we
+                # were not holding then, and from here on this grant is our lease.
                 self.epoch = reply.epoch
                 self.lease_deadline = deadline
             else:

@@ -96,6 +96,8 @@ class EmbeddedBackend:
 
     async def close(self) -> None:
         self._closed = True
+        if self._tasks:  # let the last requests (a release at shutdown) go out
+            await asyncio.wait(list(self._tasks), timeout=0.5)
         if self._background is not None:
             self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
