@@ -36,7 +36,6 @@ import itertools
 import os
 import platform
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vipd.lab.keepalived import KeepalivedNode, keepalived_conf, keepalived_version
 from vipd.lab.netns import Host, Lab
 from vipd.lab.pair import RESPONDER_PORT, Pair, logs, wait_until
 from vipd.lab.probe import ProbeLog
@@ -238,29 +238,6 @@ class VipdCluster:
 # keepalived                                                                   #
 # --------------------------------------------------------------------------- #
 
-KEEPALIVED_CONF = """\
-global_defs {{
-    vrrp_version 3
-}}
-
-vrrp_instance VI_1 {{
-    state BACKUP
-    interface eth0
-    virtual_router_id {vrid}
-    priority {priority}
-    advert_int {interval}
-    virtual_ipaddress {{
-        {vip}
-    }}
-}}
-"""
-
-
-def keepalived_version() -> str:
-    proc = subprocess.run(["keepalived", "--version"], capture_output=True, text=True, check=False)
-    first = (proc.stdout + proc.stderr).strip().splitlines()
-    return first[0] if first else "unknown"
-
 
 class KeepalivedCluster:
     """The same topology as :class:`Pair`, with keepalived on n1 and n2."""
@@ -268,72 +245,30 @@ class KeepalivedCluster:
     def __init__(self, lab: Lab, interval: float, workdir: Path) -> None:
         self.lab = lab
         self.interval = interval
-        self.workdir = workdir
-        self.hosts: dict[str, Host] = {}
-        self.procs: dict[str, subprocess.Popen[Any]] = {}
+        self.nodes: dict[str, KeepalivedNode] = {}
         for i, name in enumerate(PRIORITIES, start=1):
             host = lab.add_host(name, f"192.0.2.{10 + i}/24", f"2001:db8::{10 + i}/64")
             host.start_responder(RESPONDER_PORT)
-            self.hosts[name] = host
+            self.nodes[name] = KeepalivedNode(host, workdir)
         self.client = lab.add_host("client", "192.0.2.50/24", "2001:db8::50/64")
         self.client.set_long_arp()
-
-    def _paths(self, name: str) -> dict[str, Path]:
-        base = self.workdir / f"keepalived-{name}"
-        return {
-            "conf": base.with_suffix(".conf"),
-            "pid": base.with_suffix(".pid"),
-            "vrrp_pid": base.with_name(base.name + "-vrrp.pid"),
-            "log": base.with_suffix(".log"),
-        }
-
-    def start(self, name: str) -> None:
-        paths = self._paths(name)
-        paths["conf"].write_text(
-            KEEPALIVED_CONF.format(
-                vrid=VRID, priority=PRIORITIES[name], interval=self.interval, vip=VIP_CIDR
-            )
-        )
-        argv = [
-            "keepalived",
-            "--dont-fork",
-            "--log-console",
-            "--log-detail",
-            "--no-syslog",
-            "--vrrp",
-            "--use-file",
-            str(paths["conf"]),
-            "--pid",
-            str(paths["pid"]),
-            "--vrrp_pid",
-            str(paths["vrrp_pid"]),
-        ]
-        with paths["log"].open("ab") as log:
-            # popen starts a new session: `ip netns exec` execs keepalived, so the process is
-            # keepalived's parent and the group leader; its VRRP child stays in that group.
-            self.procs[name] = self.hosts[name].popen(argv, stdout=log, stderr=log)
-
-    def vrrp_pid(self, name: str) -> int | None:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            return int(self._paths(name)["vrrp_pid"].read_text().split()[0])
-        return None
 
     def holders(self) -> list[str]:
         return [
             name
-            for name, host in self.hosts.items()
-            if any(a.split("/")[0] == VIP for a in host.addresses())
+            for name, node in self.nodes.items()
+            if any(a.split("/")[0] == VIP for a in node.host.addresses())
         ]
 
     def converge(self) -> None:
-        for name in self.hosts:
-            self.start(name)
-        for name, proc in self.procs.items():
-            wait_until(
-                lambda n=name, p=proc: p.poll() is None and self.vrrp_pid(n) is not None,  # type: ignore[misc]
-                10,
-                what=f"keepalived on {name} to start its VRRP child",
+        for name, node in self.nodes.items():
+            node.start(
+                keepalived_conf(
+                    priority=PRIORITIES[name], vrid=VRID, advert_int=self.interval, vips=[VIP_CIDR]
+                )
             )
+        for node in self.nodes.values():
+            node.wait_started()
         wait_until(lambda: self.holders() == ["n1"], 20, what="n1 to hold the VIP")
         # keepalived has no status query here: n2 has heard n1 once it stays backup for
         # longer than its own Master_Down_Interval with n1 already master.
@@ -345,43 +280,24 @@ class KeepalivedCluster:
         return self.client.start_probe(VIP, RESPONDER_PORT)
 
     def fault(self, scenario: str) -> None:
-        proc = self.procs["n1"]
-        child = self.vrrp_pid("n1")
+        node = self.nodes["n1"]
         if scenario == "kill+cut":
             # A real crash: parent and VRRP child die at once, neither can send anything.
-            os.killpg(proc.pid, signal.SIGKILL)
-            if child is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, signal.SIGKILL)
-            self.lab.cut(self.hosts["n1"])
-            proc.wait(5)
+            node.kill()
+            self.lab.cut(node.host)
         elif scenario == "sigterm":
-            proc.send_signal(signal.SIGTERM)  # the parent tells the VRRP child to shut down
-            proc.wait(15)
+            node.stop()  # the parent tells the VRRP child to shut down
         else:
             raise ValueError(scenario)
 
     def diagnostics(self) -> str:
-        parts = []
-        for name in self.hosts:
-            try:
-                text = self._paths(name)["log"].read_text(errors="replace")
-            except FileNotFoundError:
-                text = ""
-            parts.append(f"--- keepalived {name} ---\n{text[-4000:]}")
-        return "\n".join(parts)
+        return "\n".join(
+            f"--- keepalived {name} ---\n{node.log()[-4000:]}" for name, node in self.nodes.items()
+        )
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        for name in self.hosts:
-            child = self.vrrp_pid(name)
-            if child is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, signal.SIGKILL)
+        for node in self.nodes.values():
+            node.close()
 
 
 # --------------------------------------------------------------------------- #
