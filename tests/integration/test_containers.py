@@ -2,6 +2,9 @@
 network namespaces of lab hosts n1 and n2, the master container killed, the client following
 the VIP to the other one.
 
+A second test adds the witness as a third container (no capabilities) and fences the pair
+through it, as configs/compose.yaml does.
+
 The image is built once per session on a local base image made with debootstrap (no registry
 here; docs/containers.md), and both are removed at the end. Set VIPD_TEST_BASE_IMAGE to an
 existing base (e.g. ``localhost/vipd-base:bookworm``) to skip debootstrap when iterating; that
@@ -13,15 +16,16 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import in_ci
 from vipd.lab.containers import IMAGE_UID, Container, Podman, containers_problem
 from vipd.lab.netns import Lab
-from vipd.lab.pair import Pair, logs, wait_until
+from vipd.lab.pair import WITNESS_PORT, WITNESS_V4, Node, Pair, logs, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.containers, pytest.mark.timeout(1200)]
 
@@ -81,6 +85,11 @@ class ContainerPair:
         self.image = image
         self.containers: dict[str, Container] = {}
         self.run_dirs: dict[str, Path] = {}
+        # Pair(witness="embedded") names its key file by its host path in the configs: it is
+        # mounted at that same path (read-only) in every container.
+        self.key_mounts = (
+            [(pair.key_path, pair.key_path, "ro")] if pair.witness == "embedded" else []
+        )
         for name, node in pair.nodes.items():
             run_dir = pair.workdir / f"{name}-run"
             run_dir.mkdir()
@@ -100,9 +109,50 @@ class ContainerPair:
             volumes=[
                 (node.config_path, "/etc/vipd/vipd.toml", "ro"),
                 (self.run_dirs[name], "/run/vipd", ""),
+                *self.key_mounts,
             ],
         )
         self.containers[name] = container
+        return container
+
+    def start_witness(self) -> Container:
+        """``vipd witness`` from the same image on lab host ``w``: plain ``vipd`` entrypoint
+        (not the capability-carrying interpreter), no capabilities at all, its state in a
+        host directory."""
+        host = self.pair.witness_host
+        assert host is not None and self.pair.witness == "embedded"
+        state_dir = self.pair.workdir / "witness-state"
+        state_dir.mkdir(exist_ok=True)
+        os.chown(state_dir, IMAGE_UID, IMAGE_UID)
+        container = self.podman.run(
+            self.image,
+            f"vipd-{self.pair.lab.prefix}-w",
+            command=[
+                "witness",
+                "--listen",
+                f"{WITNESS_V4}:{WITNESS_PORT}",
+                "--state",
+                "/var/lib/vipd-witness/state.json",
+                "--key-file",
+                str(self.pair.key_path),
+                "--lease",
+                "vip",
+                "--log-format",
+                "json",
+            ],
+            host=host,
+            volumes=[(state_dir, "/var/lib/vipd-witness", ""), *self.key_mounts],
+            caps=(),
+            extra=["--entrypoint", "vipd", "--no-healthcheck"],
+        )
+        self.containers["w"] = container
+        ss = ["ss", "-Hnul", f"sport = :{WITNESS_PORT}"]
+        wait_until(
+            lambda: bool(host.run(*ss, check=False).stdout.strip()) or not container.running(),
+            10,
+            what="the witness to listen",
+        )
+        assert container.running(), container.logs()
         return container
 
     def wait_ready(self, name: str, timeout: float = 20.0) -> None:
@@ -136,21 +186,38 @@ class ContainerPair:
 
 
 @pytest.fixture
-def container_pair(
+def make_container_pair(
     podman: Podman, vipd_image: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[ContainerPair]:
-    with Lab() as lab:
-        pair = Pair(lab, workdir=tmp_path, advert_interval=ADVERT_INTERVAL)
-        cpair = ContainerPair(pair, podman, vipd_image)
+) -> Iterator[Callable[..., ContainerPair]]:
+    """Build a ContainerPair in a fresh lab (Pair's keyword arguments); everything is torn
+    down after the test, and the containers' logs are printed when it failed."""
+    made: list[tuple[Lab, Pair, ContainerPair]] = []
+
+    def factory(**kw: Any) -> ContainerPair:
+        kw.setdefault("advert_interval", ADVERT_INTERVAL)
+        lab = Lab()
         try:
-            yield cpair
-        finally:
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(cpair.logs())
-                print(logs(list(pair.nodes.values())))
-            cpair.close()
-            pair.close()
+            pair = Pair(lab, workdir=tmp_path, **kw)
+            made.append((lab, pair, ContainerPair(pair, podman, vipd_image)))
+        except BaseException:
+            lab.close()
+            raise
+        return made[-1][2]
+
+    yield factory
+    for lab, pair, cpair in made:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(cpair.logs())
+            print(logs(list(pair.nodes.values())))
+        cpair.close()
+        pair.close()
+        lab.close()
+
+
+def lease(node: Node) -> dict[str, Any]:
+    witness: dict[str, Any] = node.instance()["witness"]
+    return witness
 
 
 def cap_eff(container: Container) -> tuple[int, int]:
@@ -160,8 +227,8 @@ def cap_eff(container: Container) -> tuple[int, int]:
     return int(fields["Uid"].split()[0]), int(fields["CapEff"], 16)
 
 
-def test_failover_between_containers(container_pair: ContainerPair) -> None:
-    cp = container_pair
+def test_failover_between_containers(make_container_pair: Callable[..., ContainerPair]) -> None:
+    cp = make_container_pair()
     pair = cp.pair
     n1, n2 = pair.nodes["n1"], pair.nodes["n2"]
 
@@ -196,8 +263,6 @@ def test_failover_between_containers(container_pair: ContainerPair) -> None:
     # Master down after 3 intervals + skew; the rest is announcement and polling slack.
     assert t_moved - t_kill < 3 * ADVERT_INTERVAL + 2.0, probe.outages()
 
-    # ---- witness container: add here once `vipd witness` has landed (see module docstring) --
-
     # Restart n1's container: it finds its stale VIP, removes it, and preempts back.
     c1.start()
     cp.wait_ready("n1")
@@ -212,4 +277,42 @@ def test_failover_between_containers(container_pair: ContainerPair) -> None:
     c1.stop()
     assert c1.wait_exited() == 0, c1.logs()
     wait_until(lambda: pair.holders() == ["n2"], 10, what="n2 to take over on release")
+    probe.stop()
+
+
+def test_fenced_failover_with_a_witness_container(
+    make_container_pair: Callable[..., ContainerPair],
+) -> None:
+    """The compose setup in the lab: the witness as a third container with no capabilities;
+    after the master container is SIGKILLed, the backup promotes only through the lease, and
+    the dead master's VIP leaves its kernel by itself (lifetimes tied to the lease)."""
+    cp = make_container_pair(witness="embedded")
+    pair = cp.pair
+    n1, n2 = pair.nodes["n1"], pair.nodes["n2"]
+
+    w = cp.start_witness()
+    assert cap_eff(w) == (IMAGE_UID, 0)
+
+    c1 = cp.start("n1")
+    cp.wait_ready("n1")
+    wait_until(lambda: pair.holders() == ["n1"], 15, what="n1 to hold the VIP")
+    c2 = cp.start("n2")
+    cp.wait_ready("n2")
+    wait_until(lambda: lease(n1)["state"] == "held", 10, what="n1's lease")
+    wait_until(lambda: n2.instance()["master_priority"] is not None, 10, what="n2 to hear n1")
+    epoch = lease(n1)["epoch"]
+    probe = pair.probe()
+    probe.wait_for_success(after=0, node="n1", timeout=10)
+
+    t_kill = time.monotonic()
+    c1.kill()
+    wait_until(lambda: "n2" in pair.holders(), 15, what="n2 to take over")
+    assert n2.instance()["last_transition"]["reason"] == "master-down"
+    assert lease(n2)["epoch"] > epoch
+    # n1's kernel drops its VIP when the lease it was added under runs out: one holder.
+    wait_until(lambda: pair.holders() == ["n2"], 10, what="n1's VIP to expire")
+    wait_until(lambda: pair.client_mac_for_vip() == n2.host.mac, 10, what="client ARP")
+    probe.wait_for_success(after=t_kill, node="n2", timeout=10)
+    assert c2.healthcheck() == 0, c2.logs()
+    assert w.running(), w.logs()
     probe.stop()
