@@ -45,6 +45,20 @@ MASTER     any step down, shutdown  ... then release the lease                  
 
 A backup promises its master, through :meth:`Machine.promise`, how long it will certainly not
 ask for the lease; the peer channel carries that promise (the witness-lost policy).
+
+Operations (trackers, maintenance, planned handover):
+
+========== ======================== ============================================= ==========
+any        fault set                if MASTER: advert priority 0, remove VIPs,    FAULT
+                                    release the lease
+FAULT      advert                   remember the master (for status), nothing     FAULT
+                                    else; no timers run
+FAULT      fault cleared            arm Master_Down_Timer                         BACKUP
+MASTER     step down (handover)     advert priority 0, remove VIPs, release;      BACKUP
+                                    then accept any master, even a lower one,
+                                    until we are master again (no preempting
+                                    back)
+========== ======================== ============================================= ==========
 """
 
 from __future__ import annotations
@@ -63,6 +77,7 @@ class State(enum.Enum):
     INITIALIZE = "initialize"
     BACKUP = "backup"
     MASTER = "master"
+    FAULT = "fault"  # may not be master: a tracker failed, or maintenance
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +163,8 @@ class Machine:
         self._master_down_at: float | None = None
         self._lower_master_since: float | None = None
         self.acquiring = False  # fenced: asked the witness, waiting for its answer
+        self.fault: str | None = None  # why we may not be master (None: we may)
+        self._yielded = False  # handed over: do not preempt back
         self._announce = AnnounceSchedule(params.announce)
         self._actions: list[Action] = []
 
@@ -177,7 +194,9 @@ class Machine:
     def start(self, now: float) -> None:
         if self.state is not State.INITIALIZE:
             return
-        if self.priority == 255 and self.params.fenced:
+        if self.fault is not None:
+            self._change(State.FAULT, self.fault)
+        elif self.priority == 255 and self.params.fenced:
             self._become_backup(now, "startup", self.advert_interval)
             self._master_down_at = now  # the address owner still asks the witness first
         elif self.priority == 255:
@@ -204,6 +223,34 @@ class Machine:
         self.priority = priority
         if self.state is State.MASTER:
             self._send_advert(now)
+
+    def set_fault(self, now: float, reason: str | None) -> None:
+        """Enter FAULT for ``reason`` (a tracker failed, maintenance), or leave it (None)."""
+        self.fault = reason
+        if self.state is State.INITIALIZE:
+            return  # start() honours it
+        if reason is not None:
+            if self.state is not State.FAULT:
+                self._give_up_mastership()
+                self._master_down_at = None
+                self._lower_master_since = None
+                if self.acquiring:
+                    self.acquiring = False
+                    self._release_lease()
+                self._change(State.FAULT, reason)
+        elif self.state is State.FAULT:
+            self._become_backup(now, "fault-cleared", self.master_adver_int)
+            if self.master_priority is not None:
+                self.master_priority = None  # a master seen while in FAULT may be long gone
+
+    def step_down(self, now: float) -> bool:
+        """Planned handover: give up mastership and do not preempt back. False unless MASTER."""
+        if self.state is not State.MASTER:
+            return False
+        self._give_up_mastership()
+        self._yielded = True
+        self._become_backup(now, "handover", self.master_adver_int)
+        return True
 
     def handle_timer(self, now: float) -> None:
         if self.state is State.MASTER and self._adver_at is not None and now >= self._adver_at:
@@ -237,6 +284,8 @@ class Machine:
             self._backup_receive(advert, src, now)
         elif self.state is State.MASTER:
             self._master_receive(advert, src, now)
+        elif self.state is State.FAULT and advert.priority > 0:
+            self.master_address, self.master_priority = src, advert.priority
 
     def lease_granted(self, now: float) -> None:
         """The witness granted the lease we asked for: promote. A grant that comes after we
@@ -275,6 +324,9 @@ class Machine:
     def promise(self, now: float) -> float | None:
         """For how long this backup will certainly not ask for the lease: the time left on
         its master-down timer. None unless we are a backup that hears a master."""
+        if self.state is State.FAULT:
+            # Leaving FAULT arms a whole Master_Down_Interval first.
+            return self.master_down_interval
         if (
             self.state is not State.BACKUP
             or self.acquiring
@@ -291,7 +343,7 @@ class Machine:
             self._master_down_at = now + skew_time(self.priority, self.master_adver_int)
             self.master_priority = 0
             return
-        if advert.priority >= self.priority or not self.params.preempt:
+        if advert.priority >= self.priority or not self.params.preempt or self._yielded:
             self._lower_master_since = None
             self._accept_master(advert, src, now)
             return
@@ -327,6 +379,7 @@ class Machine:
 
     # ---- transitions ---------------------------------------------------------------------
     def _become_master(self, now: float, reason: str) -> None:
+        self._yielded = False
         self._master_down_at = None
         self._lower_master_since = None
         self.master_address = self.params.primary
@@ -361,6 +414,14 @@ class Machine:
         self.master_address = src
         self.master_priority = advert.priority
         self._master_down_at = now + self.master_down_interval
+
+    def _give_up_mastership(self) -> None:
+        if self.state is State.MASTER:
+            self._emit(SendAdvert(0))
+            self._emit(RemoveVips())
+            self._release_lease()
+            self._announce.stop()
+            self._adver_at = None
 
     def _promotion_reason(self) -> str:
         return "master-released" if self.master_priority == 0 else "master-down"

@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from vipd.announce.schedule import AnnounceParams
 from vipd.vrrp.machine import (
+    AcquireLease,
     AddVips,
     Announce,
     Machine,
     Params,
+    ReleaseLease,
     RemoveVips,
     SendAdvert,
     State,
@@ -320,3 +322,105 @@ def test_converges_to_the_highest_priority_after_loss_stops(
     best = f"r{prios.index(max(prios))}"
     assert sim.masters() == [best]
     assert sim.holders() == {best}
+
+
+# ---- fencing, faults and handover -----------------------------------------------------------
+
+
+def master_of(m: Machine) -> Machine:
+    m.start(0.0)
+    m.handle_timer(m.get_timer() or 0.0)
+    if m.params.fenced:
+        m.lease_granted(m.get_timer() or 5.0)
+    assert m.state is State.MASTER
+    m.drain()
+    return m
+
+
+def test_fenced_backup_asks_for_the_lease_and_promotes_only_on_the_grant() -> None:
+    m = machine(100, fenced=True)
+    m.start(0.0)
+    m.drain()
+    m.handle_timer(m.get_timer() or 0.0)
+    assert m.state is State.BACKUP and m.drain() == [AcquireLease()]
+    assert m.promise(4.0) is None  # asking: no promise to anyone
+    m.lease_refused(4.0, remaining=1.5)
+    assert m.state is State.BACKUP and m.get_timer() == pytest.approx(5.51)
+    m.handle_timer(5.51)
+    assert m.drain() == [AcquireLease()]
+    m.lease_granted(5.52)
+    assert m.state is State.MASTER
+    assert AddVips() in m.drain()
+
+
+def test_preempting_backup_that_is_refused_sends_one_claim_advert() -> None:
+    m = machine(200, fenced=True)
+    m.start(0.0)
+    m.receive(advert(100), PEER, 0.1)  # a lower master: we preempt
+    m.handle_timer(m.get_timer() or 0.0)
+    m.drain()
+    m.lease_refused(4.0, remaining=3.0)
+    assert m.drain() == [SendAdvert(200)]
+    assert m.get_timer() == pytest.approx(4.25)  # soon, not after the holder's whole lease
+
+
+def test_master_that_loses_its_lease_removes_the_vips_and_releases_on_step_down() -> None:
+    m = master_of(machine(100, fenced=True))
+    m.lease_lost(10.0, "lease-expired")
+    assert m.state is State.BACKUP
+    assert m.drain()[0] == RemoveVips()
+    m2 = master_of(machine(100, fenced=True))
+    m2.receive(advert(200), PEER, 10.0)
+    assert m2.drain()[:2] == [RemoveVips(), ReleaseLease()]
+
+
+def test_a_grant_that_comes_too_late_is_handed_back() -> None:
+    m = machine(100, fenced=True)
+    m.start(0.0)
+    m.handle_timer(m.get_timer() or 0.0)
+    m.receive(advert(200), PEER, 4.0)  # a higher master appeared while we asked
+    m.drain()
+    m.lease_granted(4.1)
+    assert m.state is State.BACKUP and m.drain() == [ReleaseLease()]
+
+
+def test_backup_promise_is_the_time_left_on_its_master_down_timer() -> None:
+    m = machine(100)
+    m.start(0.0)
+    m.receive(advert(150), PEER, 1.0)
+    assert m.promise(2.0) == pytest.approx(1.0 + m.master_down_interval - 2.0)
+    assert machine(100).promise(0.0) is None
+
+
+def test_fault_takes_mastership_away_and_clearing_it_returns_to_backup() -> None:
+    m = master_of(machine(100))
+    m.set_fault(10.0, "track:nginx")
+    assert m.state is State.FAULT
+    actions = m.drain()
+    assert actions[:2] == [SendAdvert(0), RemoveVips()]
+    assert actions[-1] == StateChanged(State.MASTER, State.FAULT, "track:nginx", 100)
+    assert m.get_timer() is None
+    m.receive(advert(50), PEER, 11.0)  # even a lower master does not tempt a FAULT node
+    assert m.state is State.FAULT and m.master_address == PEER
+    m.set_fault(12.0, None)
+    assert m.state is State.BACKUP
+    assert m.get_timer() == pytest.approx(12.0 + m.master_down_interval)
+
+
+def test_fault_set_before_start_starts_in_fault() -> None:
+    m = machine(100)
+    m.set_fault(0.0, "maintenance")
+    m.start(0.0)
+    assert m.state is State.FAULT
+
+
+def test_step_down_hands_over_and_does_not_preempt_back() -> None:
+    m = master_of(machine(200))
+    assert m.step_down(10.0)
+    assert m.drain()[:2] == [SendAdvert(0), RemoveVips()]
+    m.receive(advert(100), PEER, 10.5)  # the lower peer took over: we follow it
+    for t in (11.5, 12.5, 13.5, 14.5):
+        m.receive(advert(100), PEER, t)
+        m.handle_timer(t)
+    assert m.state is State.BACKUP
+    assert not machine(100).step_down(0.0)
