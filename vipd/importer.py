@@ -1124,7 +1124,8 @@ class _Converter:
             self.report(
                 st,
                 f"VIP left out: vipd puts every VIP on the instance's interface ({interface}), "
-                f"not on {dev}",
+                f"not on {dev}; keepalived peers discard adverts whose address list differs "
+                "from theirs, so a mixed pair needs this VIP gone from keepalived too",
             )
             return None
         brd = options.pop("brd", None)
