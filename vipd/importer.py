@@ -145,9 +145,19 @@ class Statement:
 
 
 def _quote_word(word: str) -> str:
-    if word and not any(c.isspace() or c in "\"'#!{}" for c in word):
+    """A word as keepalived would read it back: quoted (with escapes) when needed."""
+    plain = word and word.isprintable() and word[0] not in "@$~"
+    if plain and not any(c.isspace() or c in "\"'#!{}" for c in word):
         return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    out = []
+    for c in word:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif c == " " or c.isprintable():
+            out.append(c)
+        else:
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else "?")
+    return '"' + "".join(out) + '"'
 
 
 # --------------------------------------------------------------------------- parser

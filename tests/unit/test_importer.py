@@ -18,6 +18,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from vipd.cli import vipd_main
 from vipd.config import load_config, parse_config
@@ -28,6 +30,7 @@ from vipd.importer import (
     ImportResult,
     KeepalivedImportError,
     KeepalivedParseError,
+    Statement,
     Unconverted,
     import_keepalived,
     import_keepalived_text,
@@ -130,6 +133,15 @@ def test_quotes_comments_and_escapes() -> None:
     assert st.words == ["notify", "abcd efg h jkl mnop", "x # y", "a\tbAA"]
     [st] = parse_keepalived_text("priority 100! bang comment\n")
     assert st.words == ["priority", "100"]
+
+
+@given(st.lists(st.text(st.characters(max_codepoint=0xFF), max_size=8), min_size=1, max_size=4))
+def test_reported_text_reads_back_as_the_same_words(words: list[str]) -> None:
+    """What the report shows for a line is keepalived syntax for the same words."""
+    assume(words[0] not in ("include", "includer", "includem", "includew", "includeb", "includea"))
+    statement = Statement(words, "k.conf", 1)
+    [back] = parse_keepalived_text(statement.render(limit=10_000))
+    assert back.words == words
 
 
 def test_braces_on_the_next_line_on_one_line_and_glued() -> None:
