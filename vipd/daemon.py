@@ -16,16 +16,18 @@ import secrets
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import structlog
 
+from vipd import sdnotify
 from vipd.announce.frames import announcement_frames, vmac_for
 from vipd.announce.schedule import AnnounceParams
-from vipd.config import DaemonConfig, InstanceConfig, WitnessConfig
-from vipd.control import ControlServer
+from vipd.config import ConfigError, DaemonConfig, InstanceConfig, WitnessConfig, load_config
+from vipd.control import ControlError, ControlServer
 from vipd.fence import peer
 from vipd.fence.lease import (
     Granted,
@@ -106,7 +108,9 @@ class InstanceRuntime:
     timer: asyncio.TimerHandle | None = None
     kernel_expiry: float = 0.0  # fenced: when the kernel drops the VIPs by itself (S4)
     pings: dict[int, float] = field(default_factory=dict)  # peer ping seq -> sent at
+    peer_ready_at: float | None = None  # last confirmation from a peer ready to take over
     fence_task: asyncio.Task[None] | None = None
+    faults: dict[str, str] = field(default_factory=dict)  # source -> reason (maintenance, ...)
     _advert_cache: dict[int, list[tuple[IPAddress, bytes]]] = field(default_factory=dict)
 
     @functools.cached_property
@@ -132,6 +136,45 @@ class InstanceRuntime:
         return cached
 
 
+# Keys a reload can change without restarting the instance (its VRID, interface, address and
+# fencing stay): everything else replaces it.
+_IN_PLACE = frozenset(
+    {
+        "priority",
+        "advert_interval",
+        "vips",
+        "preempt",
+        "preempt_delay",
+        "unicast_peers",
+        "vip_label",
+        "announce_count",
+        "announce_spacing",
+        "announce_refresh",
+        "lease_ttl",
+        "peers",
+    }
+)
+
+
+def _in_place(old: InstanceConfig, new: InstanceConfig) -> bool:
+    changed = {f.name for f in fields(old) if getattr(old, f.name) != getattr(new, f.name)}
+    family_kept = old.family == new.family
+    return family_kept and changed <= _IN_PLACE
+
+
+def _params(cfg: InstanceConfig, primary: IPAddress) -> Params:
+    return Params(
+        vrid=cfg.vrid,
+        priority=cfg.priority,
+        advert_interval=cfg.advert_centiseconds,
+        primary=primary,
+        preempt=cfg.preempt,
+        preempt_delay=cfg.preempt_delay,
+        announce=AnnounceParams(cfg.announce_count, cfg.announce_spacing, cfg.announce_refresh),
+        fenced=cfg.fence,
+    )
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig, addrs: AddressManager | None = None) -> None:
         self.config = config
@@ -147,94 +190,143 @@ class Daemon:
         self._peer: PeerSocket | None = None
         self._by_lease: dict[str, InstanceRuntime] = {}
         self._ping_seq = secrets.randbelow(2**62)
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._reloading: asyncio.Lock | None = None
         self.started = boottime()
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def run(self, shutdown: asyncio.Event | None = None) -> None:
-        """Run until ``shutdown`` is set (SIGTERM/SIGINT set it when none is passed)."""
+        """Run until ``shutdown`` is set (SIGTERM/SIGINT set it when none is passed; SIGHUP
+        reloads the config)."""
         self._loop = asyncio.get_running_loop()
         if shutdown is None:
             shutdown = asyncio.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, shutdown.set)
+            self._loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        watchdog: asyncio.Task[None] | None = None
+        metrics: Any = None
         try:
-            self._setup()
+            for cfg in self.config.instances:
+                self._create_instance(cfg)
             if self.config.witness is not None and self._by_lease:
                 await self._start_fencing(self.config.witness)
-            self._control = ControlServer(self.config.control_socket, self)
+            self._control = ControlServer(
+                self.config.control_socket, self, self.config.control_group
+            )
             await self._control.start()
-            now = boottime()
+            if self.config.metrics_listen is not None:
+                metrics = self._start_metrics(self.config.metrics_listen)
             for inst in self.instances.values():
-                log.info(
-                    "instance-start",
-                    instance=inst.cfg.name,
-                    interface=inst.cfg.interface,
-                    vrid=inst.cfg.vrid,
-                    priority=inst.cfg.priority,
-                    primary=str(inst.primary),
-                    vips=[str(v) for v in inst.cfg.vips],
-                    mode="unicast" if inst.cfg.unicast_peers else "multicast",
-                )
-                inst.machine.start(now)
-                self._after(inst)
+                self._start_instance(inst)
+            # Sockets are bound and every instance knows its state: tell systemd.
+            sdnotify.ready()
+            sdnotify.status(self._summary())
+            watchdog = self._loop.create_task(sdnotify.watchdog_loop())
             await shutdown.wait()
         finally:
+            sdnotify.stopping()
+            if watchdog is not None:
+                watchdog.cancel()
+            if metrics is not None:
+                metrics.close()
             self._teardown()
             await self._stop_fencing()
 
-    def _setup(self) -> None:
-        for cfg in self.config.instances:
-            try:
-                link = self.addrs.link(cfg.interface)
-            except NetlinkError as exc:
-                raise StartupError(f"instance {cfg.name}: {exc}") from exc
-            primary = self._primary_address(cfg, link)
-            vip_ifname, mac = cfg.interface, link.mac
-            if cfg.use_vmac:
-                vip_ifname = self.addrs.ensure_vmac(cfg.interface, cfg.vrid, cfg.family)
-                mac = vmac_for(cfg.vrid, cfg.family)
-            # A crashed run may have left our VIPs behind; we start as backup, so they go.
-            for vip in cfg.vips:
-                if self.addrs.remove_vip(vip_ifname, vip):
-                    log.warning("stale-vip-removed", instance=cfg.name, vip=str(vip))
-            key = (cfg.interface, cfg.family)
-            sock = self._sockets.get(key)
-            if sock is None:
-                sock = VrrpSocket(cfg.interface, link.index, cfg.family, multicast=True)
-                self._sockets[key] = sock
-                self._by_vrid[key] = {}
-                assert self._loop is not None
-                self._loop.add_reader(sock.fileno(), self._on_readable, sock)
-            sender = self._senders.get(vip_ifname)
-            if sender is None:
-                sender = self._senders[vip_ifname] = FrameSender(vip_ifname)
-            params = Params(
-                vrid=cfg.vrid,
-                priority=cfg.priority,
-                advert_interval=cfg.advert_centiseconds,
-                primary=primary,
-                preempt=cfg.preempt,
-                preempt_delay=cfg.preempt_delay,
-                announce=AnnounceParams(
-                    cfg.announce_count, cfg.announce_spacing, cfg.announce_refresh
-                ),
-                fenced=cfg.fence,
-            )
-            inst = InstanceRuntime(
-                cfg=cfg,
-                machine=Machine(params),
-                sock=sock,
-                sender=sender,
-                vip_ifname=vip_ifname,
-                mac=mac,
-                primary=primary,
-                checksum=ChecksumMode(cfg.checksum),
-            )
-            self.instances[cfg.name] = inst
-            self._by_vrid[key][cfg.vrid] = inst
-            if cfg.fence and self.config.witness is not None:
-                inst.lease = LeaseClient(self._lease_params(cfg, inst.machine))
-                self._by_lease[cfg.lease_name] = inst
+    def _create_instance(self, cfg: InstanceConfig) -> InstanceRuntime:
+        """Resolve the instance's interface and sockets; it starts in INITIALIZE."""
+        try:
+            link = self.addrs.link(cfg.interface)
+        except NetlinkError as exc:
+            raise StartupError(f"instance {cfg.name}: {exc}") from exc
+        primary = self._primary_address(cfg, link)
+        vip_ifname, mac = cfg.interface, link.mac
+        if cfg.use_vmac:
+            vip_ifname = self.addrs.ensure_vmac(cfg.interface, cfg.vrid, cfg.family)
+            mac = vmac_for(cfg.vrid, cfg.family)
+        # A crashed run may have left our VIPs behind; we start as backup, so they go.
+        for vip in cfg.vips:
+            if self.addrs.remove_vip(vip_ifname, vip):
+                log.warning("stale-vip-removed", instance=cfg.name, vip=str(vip))
+        key = (cfg.interface, cfg.family)
+        sock = self._sockets.get(key)
+        if sock is None:
+            sock = VrrpSocket(cfg.interface, link.index, cfg.family, multicast=True)
+            self._sockets[key] = sock
+            self._by_vrid[key] = {}
+            assert self._loop is not None
+            self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+        sender = self._senders.get(vip_ifname)
+        if sender is None:
+            sender = self._senders[vip_ifname] = FrameSender(vip_ifname)
+        inst = InstanceRuntime(
+            cfg=cfg,
+            machine=Machine(_params(cfg, primary)),
+            sock=sock,
+            sender=sender,
+            vip_ifname=vip_ifname,
+            mac=mac,
+            primary=primary,
+            checksum=ChecksumMode(cfg.checksum),
+        )
+        self.instances[cfg.name] = inst
+        self._by_vrid[key][cfg.vrid] = inst
+        if cfg.fence and self.config.witness is not None:
+            inst.lease = LeaseClient(self._lease_params(cfg, inst.machine))
+            self._by_lease[cfg.lease_name] = inst
+        return inst
+
+    def _start_instance(self, inst: InstanceRuntime) -> None:
+        cfg = inst.cfg
+        log.info(
+            "instance-start",
+            instance=cfg.name,
+            interface=cfg.interface,
+            vrid=cfg.vrid,
+            priority=cfg.priority,
+            primary=str(inst.primary),
+            vips=[str(v) for v in cfg.vips],
+            mode="unicast" if cfg.unicast_peers else "multicast",
+            fenced=inst.lease is not None,
+        )
+        inst.machine.start(boottime())
+        self._after(inst)
+
+    def _stop_instance(self, inst: InstanceRuntime) -> None:
+        """Shut one instance down (priority-0 advert, VIPs off, lease released) and forget
+        it; sockets no other instance uses are closed."""
+        inst.machine.shutdown(boottime())
+        self._pump(inst)
+        if inst.timer is not None:
+            inst.timer.cancel()
+            inst.timer = None
+        if inst.fence_task is not None:
+            inst.fence_task.cancel()
+        if inst.cfg.use_vmac:
+            with contextlib.suppress(NetlinkError):
+                self.addrs.remove_vmac(inst.vip_ifname)
+        key = (inst.cfg.interface, inst.cfg.family)
+        del self.instances[inst.cfg.name]
+        self._by_vrid[key].pop(inst.cfg.vrid, None)
+        if self._by_lease.get(inst.cfg.lease_name) is inst:
+            del self._by_lease[inst.cfg.lease_name]
+        if not self._by_vrid[key]:
+            del self._by_vrid[key]
+            sock = self._sockets.pop(key)
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        if not any(i.sender is inst.sender for i in self.instances.values()):
+            self._senders.pop(inst.vip_ifname, None)
+            inst.sender.close()
+
+    def _start_metrics(self, listen: tuple[str, int]) -> Any:
+        from vipd.metrics import Metrics, on_loop, start_http
+
+        assert self._loop is not None
+        server = start_http(Metrics(on_loop(self._loop, self.status)), *listen)
+        log.info("metrics", listen=f"{server.host}:{server.port}")
+        return server
 
     def _lease_params(self, cfg: InstanceConfig, machine: Machine) -> LeaseParams:
         assert self.config.witness is not None
@@ -303,15 +395,8 @@ class Daemon:
         )
 
     def _teardown(self) -> None:
-        now = boottime()
-        for inst in self.instances.values():
-            inst.machine.shutdown(now)
-            self._pump(inst)
-            if inst.timer is not None:
-                inst.timer.cancel()
-            if inst.cfg.use_vmac:
-                with contextlib.suppress(NetlinkError):
-                    self.addrs.remove_vmac(inst.vip_ifname)
+        for inst in list(self.instances.values()):
+            self._stop_instance(inst)
         if self._control is not None:
             self._control.close()
         for sock in self._sockets.values():
@@ -408,7 +493,8 @@ class Daemon:
             if promise is None or message.primary != inst.machine.master_address:
                 inst.counters["peer:pings-unconfirmed"] += 1
                 return
-            reply = peer.Confirm(message.lease, self.config.node_name, message.seq, promise)
+            ready = inst.machine.state is State.BACKUP
+            reply = peer.Confirm(message.lease, self.config.node_name, message.seq, promise, ready)
             self._peer_send(peer.encode_confirm(self.config.witness.key, reply), src, port)
             inst.counters["peer:confirms-sent"] += 1
         else:
@@ -417,6 +503,8 @@ class Daemon:
                 inst.counters["peer:stale-confirms"] += 1
                 return
             inst.counters["peer:confirms-received"] += 1
+            if message.ready:
+                inst.peer_ready_at = now
             inst.lease.peer_confirmed(sent_at, message.promise)
             self._after(inst)
 
@@ -463,6 +551,7 @@ class Daemon:
         if isinstance(event, Granted):
             inst.counters["lease:granted"] += 1
             log.info("lease-granted", instance=name, epoch=event.epoch, ttl=event.ttl)
+            self._publish("lease-granted", instance=name, epoch=event.epoch)
             witness = self.config.witness
             if witness is not None and witness.fence_command and self._loop is not None:
                 inst.fence_task = self._loop.create_task(self._fence(inst, witness))
@@ -484,6 +573,7 @@ class Daemon:
             # ourselves now.
             inst.counters[f"lease:lost-{event.reason}"] += 1
             log.warning("self-fence", instance=name, reason=event.reason, epoch=event.epoch)
+            self._publish("self-fence", instance=name, reason=event.reason, epoch=event.epoch)
             inst.machine.lease_lost(now, f"lease-{event.reason}")
         elif isinstance(event, WitnessError):
             inst.counters["lease:witness-errors"] += 1
@@ -571,14 +661,16 @@ class Daemon:
                     action.priority,
                     time.time(),
                 )
-                log.info(
-                    "transition",
-                    instance=inst.cfg.name,
-                    old=action.old.value,
-                    new=action.new.value,
-                    reason=action.reason,
-                    priority=action.priority,
-                )
+                inst.counters[f"transition:{action.reason}"] += 1
+                fields = {
+                    "instance": inst.cfg.name,
+                    "old": action.old.value,
+                    "new": action.new.value,
+                    "reason": action.reason,
+                    "priority": action.priority,
+                }
+                log.info("transition", **fields)
+                self._publish("transition", **fields)
 
     def _change_vips(self, inst: InstanceRuntime, add: bool, lifetime: float | None = None) -> None:
         for vip in inst.cfg.vips:
@@ -621,6 +713,183 @@ class Daemon:
             self._peer_send(data, dst)
         inst.counters["peer:pings-sent"] += 1
 
+    # ---- operations (the control socket) ---------------------------------------------------
+    def _select(self, instance: str | None) -> list[InstanceRuntime]:
+        if instance is None:
+            return list(self.instances.values())
+        if instance not in self.instances:
+            known = ", ".join(self.instances) or "none"
+            raise ControlError(f"no instance {instance!r} (known: {known})")
+        return [self.instances[instance]]
+
+    def _peer_ready(self, inst: InstanceRuntime) -> bool:
+        seen = inst.peer_ready_at
+        return seen is not None and boottime() - seen <= 3 * inst.machine.advert_interval
+
+    async def failover(self, instance: str | None, force: bool, timeout: float) -> Any:
+        """Planned handover: step down where we are master and wait until a peer advertises
+        as the new master; the gap is from our VIPs going down to its first advert."""
+        masters = [i for i in self._select(instance) if i.machine.state is State.MASTER]
+        if not masters:
+            raise ControlError("this node is master of no such instance: nothing to hand over")
+        not_ready = [i.cfg.name for i in masters if not self._peer_ready(i)]
+        if not_ready and not force:
+            raise ControlError(
+                f"no peer is ready to take over {', '.join(not_ready)}: none confirmed as a "
+                "backup over the peer channel in the last 3 advert intervals (a peer in "
+                "FAULT or maintenance is not ready). Without a peer channel ([witness] and "
+                "peers) use --force."
+            )
+        t0 = boottime()
+        for inst in masters:
+            log.info("handover", instance=inst.cfg.name, forced=bool(not_ready))
+            inst.machine.step_down(t0)
+            self._after(inst)
+        results: dict[str, dict[str, Any]] = {}
+        pending = list(masters)
+        while pending and boottime() - t0 < timeout:
+            await asyncio.sleep(0.005)
+            for inst in list(pending):
+                m = inst.machine
+                if m.master_priority and m.master_address not in (None, inst.primary):
+                    gap = round((boottime() - t0) * 1000, 1)
+                    results[inst.cfg.name] = {"new_master": str(m.master_address), "gap_ms": gap}
+                    pending.remove(inst)
+        for inst in pending:
+            results[inst.cfg.name] = {"new_master": None, "gap_ms": None}
+        self._publish("failover", results=results)
+        return results
+
+    def maintenance(self, on: bool, instance: str | None) -> Any:
+        """Drain (FAULT: give up and refuse mastership) or undrain instances."""
+        result = {}
+        for inst in self._select(instance):
+            self._set_fault(inst, "maintenance", "maintenance" if on else None)
+            result[inst.cfg.name] = inst.machine.state.value
+        self._publish("maintenance", on=on, instances=result)
+        return result
+
+    def _set_fault(self, inst: InstanceRuntime, source: str, reason: str | None) -> None:
+        """Faults from several sources (maintenance, trackers) combine: the instance is in
+        FAULT while any is set."""
+        if reason is None:
+            inst.faults.pop(source, None)
+        else:
+            inst.faults[source] = reason
+        inst.machine.set_fault(boottime(), next(iter(inst.faults.values()), None))
+        self._after(inst)
+
+    def _reload_on_signal(self) -> None:
+        async def reload() -> None:
+            with contextlib.suppress(ControlError):  # logged by reload()
+                await self.reload()
+
+        assert self._loop is not None
+        self._loop.create_task(reload())
+
+    async def reload(self) -> Any:
+        """Re-read the config file and apply it; a bad file changes nothing."""
+        if self._reloading is None:
+            self._reloading = asyncio.Lock()
+        async with self._reloading:
+            sdnotify.reloading()
+            try:
+                return self._reload()
+            finally:
+                sdnotify.ready()
+                sdnotify.status(self._summary())
+
+    def _reload(self) -> dict[str, list[str]]:
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as exc:
+            log.error("reload-refused", errors=[str(i) for i in exc.issues])
+            raise ControlError(
+                f"{len(exc.issues)} error(s) in the new config; still running the old one:\n{exc}"
+            ) from None
+        fixed = ("node_name", "control_socket", "control_group", "metrics_listen", "witness")
+        needs_restart = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
+        if needs_restart:
+            log.error("reload-refused", needs_restart=needs_restart)
+            raise ControlError(
+                f"changing {', '.join(needs_restart)} needs a restart; still running the old config"
+            )
+        old = {c.name: c for c in self.config.instances}
+        want = {c.name: c for c in new.instances}
+        plan: dict[str, list[str]] = {k: [] for k in ("added", "removed", "changed", "replaced")}
+        plan["unchanged"] = []
+        for name in old:
+            if name not in want:
+                plan["removed"].append(name)
+            elif old[name] == want[name]:
+                plan["unchanged"].append(name)
+            elif _in_place(old[name], want[name]):
+                plan["changed"].append(name)
+            else:
+                plan["replaced"].append(name)
+        plan["added"] = [name for name in want if name not in old]
+        for name in plan["added"] + plan["replaced"]:  # fail before touching anything
+            try:
+                self.addrs.link(want[name].interface)
+            except NetlinkError as exc:
+                raise ControlError(
+                    f"instance {name}: {exc}; still running the old config"
+                ) from None
+        for name in plan["removed"] + plan["replaced"]:
+            self._stop_instance(self.instances[name])
+        self.config = new
+        for name in plan["changed"]:
+            self._update_instance(self.instances[name], want[name])
+        for name in plan["added"] + plan["replaced"]:
+            try:
+                self._start_instance(self._create_instance(want[name]))
+            except (StartupError, NetlinkError, OSError) as exc:
+                log.error("instance-start-failed", instance=name, error=str(exc))
+        log.info("reloaded", **plan)
+        self._publish("reload", **plan)
+        return plan
+
+    def _update_instance(self, inst: InstanceRuntime, cfg: InstanceConfig) -> None:
+        """Apply a changed config in place: the VIPs that stay are never taken down."""
+        old, inst.cfg = inst.cfg, cfg
+        now = boottime()
+        inst._advert_cache.clear()
+        inst.__dict__.pop("announcement", None)  # rebuilt for the new VIPs
+        if inst.lease is not None:
+            inst.lease.params = self._lease_params(cfg, inst.machine)
+        inst.machine.reconfigure(_params(cfg, inst.primary), now)
+        if inst.machine.state is State.MASTER and old.vips != cfg.vips:
+            for vip in set(old.vips) - set(cfg.vips):
+                with contextlib.suppress(NetlinkError):
+                    self.addrs.remove_vip(inst.vip_ifname, vip)
+            if inst.lease is None:
+                self._change_vips(inst, add=True)
+            else:
+                inst.kernel_expiry = 0.0
+                self._refresh_lifetimes(inst)
+            inst.sender.send(inst.announcement)
+        self._after(inst)
+
+    def _publish(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "at": time.time(), **fields}
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()  # a subscriber that does not read loses the oldest
+            queue.put_nowait(record)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    def _summary(self) -> str:
+        states = ", ".join(f"{n}={i.machine.state.value}" for n, i in self.instances.items())
+        return f"{self.config.node_name}: {states}"
+
     # ---- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {
@@ -657,6 +926,9 @@ class Daemon:
                 "at": last.at,
             },
             "counters": dict(inst.counters),
+            "faults": dict(inst.faults),
+            "peer_ready": inst.peer_ready_at is not None
+            and boottime() - inst.peer_ready_at <= 3 * inst.machine.advert_interval,
             "witness": None if inst.lease is None else _lease_status(inst.lease),
         }
 

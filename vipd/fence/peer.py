@@ -46,6 +46,7 @@ class Confirm:
     node: str
     seq: int
     promise: float  # seconds
+    ready: bool  # a backup, not in FAULT: it would take over a handover (vipctl failover)
 
 
 def encode_ping(key: bytes, ping: Ping) -> bytes:
@@ -59,6 +60,7 @@ def encode_confirm(key: bytes, confirm: Confirm) -> bytes:
         "node": confirm.node,
         "seq": confirm.seq,
         "promise": round(confirm.promise, 6),
+        "ready": confirm.ready,
     }
     return seal(key, KIND_CONFIRM, body)
 
@@ -86,7 +88,10 @@ def decode(key: bytes, data: bytes) -> Ping | Confirm:
         raise ProtoError("bad-field", "promise")
     if not 0 <= promise <= MAX_SECONDS:
         raise ProtoError("bad-field", "promise")
-    return Confirm(lease, node, seq, float(promise))
+    ready = _get(body, "ready")
+    if not isinstance(ready, bool):
+        raise ProtoError("bad-field", "ready")
+    return Confirm(lease, node, seq, float(promise), ready)
 
 
 def _get(body: dict[str, Any], name: str) -> Any:
