@@ -131,7 +131,7 @@ def vipctl_main(argv: list[str] | None = None) -> int:
     elif args.command == "maintenance":
         params = {"on": args.mode == "on", "instance": args.instance}
     try:
-        answer = request(args.socket, args.command, timeout=timeout, **params)
+        answer = request(args.socket, args.command, timeout=timeout, params=params)
     except (OSError, ValueError) as exc:
         print(f"vipctl: cannot reach vipd at {args.socket}: {exc}", file=sys.stderr)
         return 2

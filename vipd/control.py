@@ -167,12 +167,14 @@ async def _send(writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
     await writer.drain()
 
 
-def request(path: str, cmd: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
-    """Blocking client used by vipctl and the tests."""
+def request(
+    path: str, cmd: str, timeout: float = 5.0, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Blocking client used by vipctl and the tests; ``timeout`` is the socket's."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        sock.sendall(json.dumps({"cmd": cmd, **(params or {})}).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = sock.recv(65536)
