@@ -515,10 +515,6 @@ _INSTANCE_REASONS: Final[dict[str, str]] = {
     "debug": _KEEPALIVED_PROCESS,
     "kernel_rx_buf_size": _KEEPALIVED_PROCESS,
     "linkbeat_use_polling": _KEEPALIVED_PROCESS,
-    "skip_check_adv_addr": (
-        "vipd never discards an advert for its address list (it logs a mismatch), so "
-        "there is nothing to skip"
-    ),
     "garp_lower_prio_delay": (
         "vipd re-announces on hearing a lower-priority master with announce_count / "
         "announce_spacing; no separate setting"
@@ -608,6 +604,8 @@ _INSTANCE_SETTINGS: Final = frozenset(
         "use_vmac",
     )
 )
+
+_NO_ADDRESS_CHECK: Final = "vipd never discards an advert for its address list."
 
 # Flags that ask for what vipd always does: converted, with a note in the output.
 _INSTANCE_NOTES: Final = {
@@ -829,10 +827,7 @@ class _Converter:
                 )
             elif kw == "vrrp_skip_check_adv_addr":
                 _bool(st)
-                g.notes.append(
-                    f"vrrp_skip_check_adv_addr ({_where(st)}): vipd never discards an "
-                    "advert for its address list (it logs a mismatch)."
-                )
+                g.notes.append(f"vrrp_skip_check_adv_addr ({_where(st)}): {_NO_ADDRESS_CHECK}")
             elif kw in ("vrrp_lower_prio_no_advert", "vrrp_higher_prio_send_advert"):
                 if _bool(st):
                     self.report(st, _ADVERT_REASONS[kw.removeprefix("vrrp_")])
@@ -939,6 +934,9 @@ class _Converter:
             elif kw in _INSTANCE_NOTES:
                 _none(child)
                 inst.notes.append((child, f"{kw} ({_where(child)}): {_INSTANCE_NOTES[kw]}"))
+            elif kw == "skip_check_adv_addr":
+                _bool(child)
+                inst.notes.append((child, f"{kw} ({_where(child)}): {_NO_ADDRESS_CHECK}"))
             elif kw == "unicast_ttl":
                 if _int(child, 0, 255) != 255:
                     self.report(child, "vipd sends VRRP with TTL 255 and requires it (RFC 5798)")
