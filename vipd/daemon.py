@@ -38,6 +38,7 @@ from vipd.fence.lease import (
     Lost,
     Policy,
     Refused,
+    Released,
     Send,
     WitnessError,
 )
@@ -109,9 +110,14 @@ class InstanceRuntime:
     kernel_expiry: float = 0.0  # fenced: when the kernel drops the VIPs by itself (S4)
     pings: dict[int, float] = field(default_factory=dict)  # peer ping seq -> sent at
     peer_ready_at: float | None = None  # last confirmation from a peer ready to take over
+    handing_over: bool = False  # tell the peer to take over once the witness confirms release
     fence_task: asyncio.Task[None] | None = None
     faults: dict[str, str] = field(default_factory=dict)  # source -> reason (maintenance, ...)
     _advert_cache: dict[int, list[tuple[IPAddress, bytes]]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def vip_addresses(self) -> frozenset[IPAddress]:
+        return frozenset(v.ip for v in self.cfg.vips)
 
     @functools.cached_property
     def announcement(self) -> list[bytes]:
@@ -445,6 +451,18 @@ class Daemon:
             inst.counters["drop:unknown-peer"] += 1
             return
         inst.counters["adverts_received"] += 1
+        if frozenset(advert.addresses) != inst.vip_addresses:
+            # RFC 5798 7.1: a misconfiguration to log. keepalived drops such adverts, so a
+            # mixed pair whose VIP lists differ ends in split brain: say so loudly, once.
+            if not inst.counters["advert-vip-mismatch"]:
+                log.warning(
+                    "advert-vip-mismatch",
+                    instance=inst.cfg.name,
+                    src=str(src),
+                    theirs=sorted(str(a) for a in advert.addresses),
+                    ours=sorted(str(a) for a in inst.vip_addresses),
+                )
+            inst.counters["advert-vip-mismatch"] += 1
         now = boottime()
         self._check_lease(inst, now)
         inst.machine.receive(advert, src, now)
@@ -487,6 +505,12 @@ class Daemon:
             self.drops["peer:unknown-lease"] += 1
             return
         now = boottime()
+        if isinstance(message, peer.Takeover):
+            if message.primary == inst.machine.master_address and inst.machine.take_over(now):
+                inst.counters["peer:takeovers-received"] += 1
+                log.info("takeover-requested", instance=inst.cfg.name, by=message.node)
+                self._after(inst)
+            return
         if isinstance(message, peer.Ping):
             # Confirm only to the master we follow, and only what our timer promises.
             promise = inst.machine.promise(now)
@@ -575,6 +599,12 @@ class Daemon:
             log.warning("self-fence", instance=name, reason=event.reason, epoch=event.epoch)
             self._publish("self-fence", instance=name, reason=event.reason, epoch=event.epoch)
             inst.machine.lease_lost(now, f"lease-{event.reason}")
+        elif isinstance(event, Released):
+            if inst.handing_over:
+                # Our VIPs are down and the witness has dropped our lease: the peer can
+                # take over at once.
+                inst.handing_over = False
+                self._send_takeover(inst)
         elif isinstance(event, WitnessError):
             inst.counters["lease:witness-errors"] += 1
             log.error("witness-error", instance=name, error=event.error)
@@ -697,6 +727,17 @@ class Daemon:
         if priority and inst.machine.state is State.MASTER and inst.lease is not None:
             self._ping_peers(inst)
 
+    def _send_takeover(self, inst: InstanceRuntime) -> None:
+        assert self.config.witness is not None
+        self._ping_seq += 1
+        message = peer.Takeover(
+            inst.cfg.lease_name, self.config.node_name, self._ping_seq, inst.primary
+        )
+        data = peer.encode_takeover(self.config.witness.key, message)
+        for dst in inst.cfg.peers:
+            self._peer_send(data, dst)
+        inst.counters["peer:takeovers-sent"] += 1
+
     def _ping_peers(self, inst: InstanceRuntime) -> None:
         """Once per advert: ask the peers to confirm they follow us (hold-with-peer)."""
         witness = self.config.witness
@@ -743,6 +784,7 @@ class Daemon:
         t0 = boottime()
         for inst in masters:
             log.info("handover", instance=inst.cfg.name, forced=bool(not_ready))
+            inst.handing_over = inst.lease is not None and bool(inst.cfg.peers)
             inst.machine.step_down(t0)
             self._after(inst)
         results: dict[str, dict[str, Any]] = {}
@@ -854,7 +896,8 @@ class Daemon:
         old, inst.cfg = inst.cfg, cfg
         now = boottime()
         inst._advert_cache.clear()
-        inst.__dict__.pop("announcement", None)  # rebuilt for the new VIPs
+        inst.__dict__.pop("announcement", None)  # both rebuilt for the new VIPs
+        inst.__dict__.pop("vip_addresses", None)
         if inst.lease is not None:
             inst.lease.params = self._lease_params(cfg, inst.machine)
         inst.machine.reconfigure(_params(cfg, inst.primary), now)

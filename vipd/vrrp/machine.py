@@ -270,6 +270,16 @@ class Machine:
         ):
             self._send_advert(now)
 
+    def take_over(self, now: float) -> bool:
+        """Our master handed over to us (it dropped the VIP): promote now, through the lease
+        when fenced, instead of waiting for Skew_Time. False unless we are a backup."""
+        if self.state is not State.BACKUP or self.acquiring:
+            return False
+        self.master_priority = 0
+        self._master_down_at = now
+        self.handle_timer(now)
+        return True
+
     def handle_timer(self, now: float) -> None:
         if self.state is State.MASTER and self._adver_at is not None and now >= self._adver_at:
             late = now - self._adver_at
