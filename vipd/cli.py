@@ -23,6 +23,9 @@ def vipd_main(argv: list[str] | None = None) -> int:
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     demo = sub.add_parser("demo", help="a live two-node pair in network namespaces (root)")
     demo.add_argument("--advert-interval", type=float, default=1.0)
+    demo.add_argument(
+        "--no-witness", action="store_true", help="plain VRRP, without the embedded witness"
+    )
     imp = sub.add_parser(
         "import-keepalived",
         help="convert a keepalived.conf's VRRP part to vipd TOML (stdout or -o); lines not "
@@ -47,7 +50,7 @@ def vipd_main(argv: list[str] | None = None) -> int:
         return cli_import(args.file, args.output)
     from vipd.demo import run_demo
 
-    return run_demo(advert_interval=args.advert_interval)
+    return run_demo(advert_interval=args.advert_interval, witness=not args.no_witness)
 
 
 def _check(path: str) -> int:
