@@ -13,8 +13,8 @@ for 4 hours and that opens a TCP connection to the VIP every 10 ms. Faults, one 
 recovery gap after each (``vipd.lab.chaos.FAULT_KINDS``): master kill (SIGKILL + link cut, then
 restore and restart), master freeze (SIGSTOP + link cut, then resume), node-to-node partition,
 witness SIGKILL / SIGSTOP / restart, master cut from the witness, 30 % loss on one node's link,
-daemon restart (SIGTERM, then start). Delay (tc netem) is not possible on this kernel: it has no
-sch_netem (see docs/chaos.md).
+20-100 ms delay each way on one node's link (a userspace relay: this kernel has no sch_netem, see
+docs/chaos.md), daemon restart (SIGTERM, then start).
 
 Invariants (docs/chaos.md has the bounds): no two connected holders ever (S1); every client
 outage and every stale-ARP stretch within the bound of the fault it happened in; no VIP moves

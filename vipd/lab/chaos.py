@@ -73,6 +73,7 @@ FAULT_KINDS: dict[str, int] = {
     "witness-restart": 1,  # SIGTERM the witness and start it at once
     "witness-cut": 1,  # drop everything between the master and the witness
     "loss": 2,  # 30 % loss on one node's link (both directions)
+    "delay": 2,  # 20-100 ms more each way on one node's link (a userspace relay: no netem here)
     "restart": 2,  # SIGTERM a daemon (master or backup), later start it again
     # Opt-in (weight 0: drawn only when asked for by name): SIGKILL the master and leave its
     # link up. Its kernel keeps the VIP until the address lifetime runs out (fencing.md S4:
@@ -150,9 +151,11 @@ class Fault:
     target: str  # "master", "backup" or "witness"
     hold: float  # seconds between applying and reverting
     gap: float  # seconds of quiet after reverting, before the next fault
+    amount: float = 0.0  # delay: seconds added each way
 
     def describe(self) -> str:
-        return f"{self.kind}({self.target}, hold {self.hold:.1f} s, gap {self.gap:.1f} s)"
+        extra = f", {self.amount * 1000:.0f} ms" if self.amount else ""
+        return f"{self.kind}({self.target}{extra}, hold {self.hold:.1f} s, gap {self.gap:.1f} s)"
 
 
 def make_schedule(
@@ -182,6 +185,7 @@ def make_schedule(
     spent = 0.0
     while True:
         kind = rng.choices(names, weights)[0]
+        amount = 0.0
         if kind in ("kill", "freeze"):
             # Long enough for the kernel to drop the cut-off node's VIP (S4: lease + 1-2 s)
             # before its link comes back, as in the failure matrix (8 s there).
@@ -197,6 +201,10 @@ def make_schedule(
         elif kind == "loss":
             target = rng.choice(["master", "backup"])
             hold = rng.uniform(5.0, 12.0)
+        elif kind == "delay":
+            target = rng.choice(["master", "backup"])
+            hold = rng.uniform(5.0, 12.0)
+            amount = round(rng.uniform(0.02, 0.1), 3)
         elif kind == "witness-restart":
             target = "witness"
             hold = 0.0
@@ -208,7 +216,7 @@ def make_schedule(
         gap = rng.uniform(settle, settle + 2.0)
         if spent + hold + gap > duration and faults:
             return faults
-        faults.append(Fault(kind, target, round(hold, 2), round(gap, 2)))
+        faults.append(Fault(kind, target, round(hold, 2), round(gap, 2), amount))
         spent += hold + gap
 
 
@@ -726,6 +734,15 @@ class ChaosRunner:
             time.sleep(fault.hold)
             self.phase(f"loss cleared on {target}", k, 0.0)
             p.lab.clear_loss(host)
+        elif k == "delay":
+            # Like loss: the probe's own connections cross a delayed holder link and time out
+            # (200 ms) when the round trip grows past that; holders and flaps are judged.
+            bound = None if target == master else 0.0
+            ms = f"{fault.amount * 1000:.0f} ms"
+            self.phase(f"{ms} delay on {target}", k, bound)
+            with DelayLink(p.lab, p.nodes[target].host, fault.amount):
+                time.sleep(fault.hold)
+                self.phase(f"delay removed on {target}", k, 0.0)
         elif k == "restart":
             is_master = target == master
             bound = tm.handover if is_master else 0.0
@@ -866,6 +883,171 @@ def lease_ttl_from_log(text: str) -> float | None:
     return ttl
 
 
+# --------------------------------------------------------------------------- delay
+
+
+class DelayLink:
+    """Delay every frame to and from one lab host by ``delay`` seconds (each way), for as long
+    as the context lasts: what ``tc qdisc add ... netem delay`` would do, on a kernel without
+    sch_netem (CONFIG_NET_SCH_NETEM is not set here, and no other qdisc delays).
+
+    The host's switch port is taken out of the bridge and a relay process in the switch
+    namespace (``python -m vipd.lab.chaos relay``) copies frames between it and a new veth pair
+    whose other end joins the bridge in its place, holding each frame ``delay`` seconds (AF_PACKET
+    sockets; Python's timer precision, about a millisecond, adds some jitter). While it lasts,
+    partition/isolate/loss rules naming the host's port do not apply to it: the chaos schedule
+    never overlaps faults.
+    """
+
+    def __init__(self, lab: Lab, host: Any, delay: float) -> None:
+        self.lab = lab
+        self.host = host
+        self.delay = delay
+        self.inner = f"d-{host.name}"  # the relay's side
+        self.outer = f"e-{host.name}"  # joins the bridge
+        self.proc: subprocess.Popen[str] | None = None
+
+    def _ip(self, *argv: str, check: bool = True) -> None:
+        cmd = ["ip", "-n", self.lab.switch_ns, *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+
+    def __enter__(self) -> DelayLink:
+        port = self.host.port
+        self._ip("link", "add", self.inner, "type", "veth", "peer", "name", self.outer)
+        self._ip("link", "set", self.outer, "master", "br0")
+        self._ip("link", "set", self.inner, "up")
+        self._ip("link", "set", self.outer, "up")
+        argv = [sys.executable, "-m", "vipd.lab.chaos", "relay", port, self.inner]
+        argv += ["--delay", str(self.delay)]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), *filter(None, [env.get("PYTHONPATH")])]
+        )
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.switch_ns, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.__exit__()
+            raise RuntimeError(f"delay relay did not start: {err}")
+        self._ip("link", "set", port, "nomaster")  # from now on frames go through the relay
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ip("link", "set", self.host.port, "master", "br0", check=False)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._ip("link", "del", self.inner, check=False)  # takes its peer along
+
+
+_ETH_P_ALL = 0x0003
+_PACKET_OUTGOING = 4
+_PACKET_AUXDATA = 8
+_TP_STATUS_CSUMNOTREADY = 1 << 3
+
+
+def _fix_checksum(frame: bytearray) -> None:
+    """Complete the TCP/UDP checksum of a frame the sender left to offload (veth hands such
+    frames over with only the pseudo-header sum; the next veth would drop them)."""
+    offset, ethertype = 14, int.from_bytes(frame[12:14], "big")
+    if ethertype == 0x8100:
+        offset, ethertype = 18, int.from_bytes(frame[16:18], "big")
+    if ethertype == 0x0800:
+        ihl = (frame[offset] & 0x0F) * 4
+        proto, total = frame[offset + 9], int.from_bytes(frame[offset + 2 : offset + 4], "big")
+        l4, end = offset + ihl, offset + total
+        addrs = bytes(frame[offset + 12 : offset + 20])
+    elif ethertype == 0x86DD:  # no extension headers in the lab's traffic
+        proto = frame[offset + 6]
+        l4 = offset + 40
+        end = l4 + int.from_bytes(frame[offset + 4 : offset + 6], "big")
+        addrs = bytes(frame[offset + 8 : offset + 40])
+    else:
+        return
+    field_at = {6: 16, 17: 6}.get(proto)
+    if field_at is None or end > len(frame) or l4 + field_at + 2 > end:
+        return
+    seg_len = end - l4
+    if ethertype == 0x0800:
+        pseudo = addrs + bytes([0, proto]) + seg_len.to_bytes(2, "big")
+    else:
+        pseudo = addrs + seg_len.to_bytes(4, "big") + bytes([0, 0, 0, proto])
+    frame[l4 + field_at : l4 + field_at + 2] = b"\0\0"
+    data = pseudo + bytes(frame[l4:end])
+    if len(data) % 2:
+        data += b"\0"
+    total_sum = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    while total_sum >> 16:
+        total_sum = (total_sum & 0xFFFF) + (total_sum >> 16)
+    checksum = ~total_sum & 0xFFFF
+    if proto == 17 and checksum == 0:
+        checksum = 0xFFFF
+    frame[l4 + field_at : l4 + field_at + 2] = checksum.to_bytes(2, "big")
+
+
+def _relay(a: str, b: str, delay: float) -> None:
+    """Copy frames between interfaces ``a`` and ``b`` (both ways), each ``delay`` s late."""
+    import heapq
+    import selectors
+    import socket
+    import struct
+
+    socks = {}
+    for name in (a, b):
+        sk = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
+        sk.bind((name, 0))
+        sk.setsockopt(263, _PACKET_AUXDATA, 1)  # SOL_PACKET
+        sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sk.setblocking(False)
+        socks[name] = sk
+    other = {socks[a]: socks[b], socks[b]: socks[a]}
+    sel = selectors.DefaultSelector()
+    for sk in socks.values():
+        sel.register(sk, selectors.EVENT_READ)
+    queue: list[tuple[float, int, socket.socket, bytes]] = []
+    seq = 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("ready", flush=True)
+    while not stop.is_set():
+        now = time.monotonic()
+        while queue and queue[0][0] <= now:
+            _, _, out, frame = heapq.heappop(queue)
+            with contextlib.suppress(OSError):  # too big, link down: lost, like on a wire
+                out.send(frame)
+        timeout = min(0.5, max(0.0, queue[0][0] - time.monotonic())) if queue else 0.5
+        for key, _ in sel.select(timeout):
+            src = key.fileobj
+            assert isinstance(src, socket.socket)
+            while True:
+                try:
+                    data, anc, _, addr = src.recvmsg(65536, 64)
+                except BlockingIOError:
+                    break
+                if addr[2] == _PACKET_OUTGOING:
+                    continue  # our own sends
+                buf = bytearray(data)
+                for level, kind, value in anc:
+                    if level == 263 and kind == _PACKET_AUXDATA:
+                        status = struct.unpack_from("I", value)[0]
+                        if status & _TP_STATUS_CSUMNOTREADY:
+                            _fix_checksum(buf)
+                seq += 1
+                heapq.heappush(queue, (time.monotonic() + delay, seq, other[src], bytes(buf)))
+
+
 # --------------------------------------------------------------------------- the sampler
 
 
@@ -909,9 +1091,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--what", choices=("addr", "neigh"), required=True)
     s.add_argument("--ifname", default="eth0")
     s.add_argument("--interval", type=float, default=SAMPLE_INTERVAL)
+    r = sub.add_parser("relay", help="copy frames between two interfaces, each DELAY s late")
+    r.add_argument("a")
+    r.add_argument("b")
+    r.add_argument("--delay", type=float, required=True)
     args = parser.parse_args(argv)
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
-        _sample(args.vip, args.what, args.ifname, args.interval, sys.stdout)
+        if args.cmd == "relay":
+            _relay(args.a, args.b, args.delay)
+        else:
+            _sample(args.vip, args.what, args.ifname, args.interval, sys.stdout)
     return 0
 
 
