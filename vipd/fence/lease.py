@@ -111,6 +111,9 @@ class LeaseClient:
         self._outstanding: dict[int, tuple[Op, float]] = {}  # req_id -> (op, sent at)
         self._next_send: float | None = None  # acquire/renew (re)transmission
         self._release: tuple[int, int, float] | None = None  # epoch, tries left, next try
+        # The highest epoch we released: a grant of it still in flight is void (the witness
+        # may have seen our release after granting), so we never take it up again.
+        self._released_epoch = 0
         self._events: list[LeaseEvent] = []
 
     # ---- queries ---------------------------------------------------------------------------
@@ -147,6 +150,7 @@ class LeaseClient:
     def release(self, now: float) -> None:
         """Give the lease up (after the VIP is down). Also cancels an acquire in flight: a
         grant that still arrives is handed back at once."""
+        self._forget_requests()
         if self.state is LeaseState.HELD:
             self._start_release(self.epoch, now)
         self.state = LeaseState.IDLE
@@ -157,7 +161,11 @@ class LeaseClient:
         """A reply from the witness. False if it answers nothing we asked (stale, duplicate)."""
         sent = self._outstanding.pop(reply.req_id, None)
         if sent is None:
-            if reply.result is Result.GRANTED and not self._holds_epoch(reply.epoch):
+            if (
+                reply.result is Result.GRANTED
+                and not self._holds_epoch(reply.epoch)
+                and reply.epoch > self._released_epoch
+            ):
                 # A late grant for an acquire we gave up: hand it back.
                 self._start_release(reply.epoch, now)
             return False
@@ -186,6 +194,7 @@ class LeaseClient:
         if self.state is LeaseState.HELD and now >= self.held_until():
             self.state = LeaseState.IDLE
             self._next_send = None
+            self._forget_requests()
             self._events.append(Lost("expired", self.epoch))
             # Hand it back too: if the witness is reachable again, the peer need not wait.
             self._start_release(self.epoch, now)
@@ -206,6 +215,8 @@ class LeaseClient:
 
     def _on_granted(self, reply: Reply, op: Op, sent_at: float, now: float) -> None:
         deadline = sent_at + reply.ttl * (1 - self.params.rate_margin) - self.params.guard
+        if reply.epoch <= self._released_epoch:
+            return  # see _released_epoch; asking again gets a fresh epoch once it lapses
         if self.state is LeaseState.ACQUIRING:
             self.state = LeaseState.HELD
             self.epoch = reply.epoch
@@ -237,7 +248,7 @@ class LeaseClient:
             self.state = LeaseState.IDLE
             self._next_send = None
             self.lease_deadline = self.peer_deadline = 0.0
-            self._drop_outstanding(Op.RENEW)
+            self._forget_requests()
             self._events.append(Lost("renewal-refused", self.epoch))
 
     def _send(self, op: Op, now: float) -> None:
@@ -247,6 +258,7 @@ class LeaseClient:
     def _start_release(self, epoch: int, now: float) -> None:
         """Send a release now and twice more unless answered (nobody waits for it: it only
         spares the peer the rest of our TTL)."""
+        self._released_epoch = max(self._released_epoch, epoch)
         self._emit_request(Op.RELEASE, now, epoch)
         self._release = (epoch, 2, now + self.params.retry_interval)
 
@@ -256,6 +268,12 @@ class LeaseClient:
         while len(self._outstanding) > _MAX_OUTSTANDING:
             del self._outstanding[next(iter(self._outstanding))]
         self._events.append(Send(Request(op, self.params.name, req_id, self.params.ttl, epoch)))
+
+    def _forget_requests(self) -> None:
+        """Stop holding or asking: every answer still on its way is void. A renewal granted
+        before our release promised nothing once the witness saw the release, and a grant
+        for an acquire we gave up is handed back when it arrives (see on_reply)."""
+        self._outstanding.clear()
 
     def _drop_outstanding(self, op: Op) -> None:
         for req_id in [r for r, (o, _) in self._outstanding.items() if o is op]:
