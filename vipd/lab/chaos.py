@@ -246,6 +246,7 @@ class Outage:
     end: float
     phase: str
     bound: float | None
+    phase_t: float = 0.0  # when that phase started
 
     @property
     def length(self) -> float:
@@ -301,15 +302,34 @@ class ChaosReport:
         return "\n".join(lines)
 
     def outage_table(self) -> str:
+        """One row per judged outage; not-judged ones (loss, delay on the holder's link) are
+        summed up per phase: count and longest."""
         rows = [
             "| t (s) | phase | outage (ms) | bound (ms) | within |",
             "|---|---|---|---|---|",
         ]
-        for o in self.outages:
-            bound = "not judged" if o.bound is None else f"{o.bound * 1000:.0f}"
+        i = 0
+        while i < len(self.outages):
+            o = self.outages[i]
+            if o.bound is None:
+                j = i
+                while j + 1 < len(self.outages) and self.outages[j + 1].phase_t == o.phase_t:
+                    j += 1
+                group = self.outages[i : j + 1]
+                longest = max(x.length for x in group) * 1000
+                rows.append(
+                    f"| {o.start - self.t0:.1f} | {o.phase} | {len(group)} outages, longest "
+                    f"{longest:.0f} | not judged | n/a |"
+                )
+                i = j + 1
+                continue
             length = "never recovered" if math.isinf(o.end) else f"{o.length * 1000:.0f}"
-            within = "n/a" if o.bound is None else ("yes" if o.ok else "NO")
-            rows.append(f"| {o.start - self.t0:.1f} | {o.phase} | {length} | {bound} | {within} |")
+            within = "yes" if o.ok else "NO"
+            rows.append(
+                f"| {o.start - self.t0:.1f} | {o.phase} | {length} | {o.bound * 1000:.0f} "
+                f"| {within} |"
+            )
+            i += 1
         return "\n".join(rows)
 
     def to_json(self) -> dict[str, Any]:
@@ -371,14 +391,23 @@ def _value_at(series: Sequence[tuple[float, Any]], t: float, default: Any = None
     return series[i][1] if i >= 0 else default
 
 
+#: Probe attempts still in flight when a lossy or delayed link is repaired started under the
+#: fault and may time out (200 ms) after it: outages starting that soon after are the fault's.
+PROBE_TIMEOUT = 0.2
+
+
 def _phase_at(phases: Sequence[Phase], t: float, tolerance: float = 0.0) -> Phase:
     """The phase in force at ``t``; an event up to ``tolerance`` before a phase starts is
-    charged to it (an outage "starts" at the last success before the fault)."""
-    best = phases[0]
-    for p in phases:
+    charged to it (an outage "starts" at the last success before the fault), except that one
+    starting within :data:`PROBE_TIMEOUT` after a not-judged phase (loss, delay on the holder's
+    link) ended stays with that phase."""
+    best = 0
+    for i, p in enumerate(phases):
         if p.t <= t + tolerance:
-            best = p
-    return best
+            best = i
+    if best > 0 and phases[best - 1].bound is None and t < phases[best].t + PROBE_TIMEOUT:
+        return phases[best - 1]
+    return phases[best]
 
 
 def evaluate(
@@ -448,14 +477,14 @@ def evaluate(
             stale_start = t
         elif not wrong and stale_start is not None:
             ph = _phase_at(phases, stale_start, tolerance)
-            stale.append(Outage(stale_start, t, ph.name, ph.bound))
+            stale.append(Outage(stale_start, t, ph.name, ph.bound, ph.t))
             stale_start = None
     if dual_start is not None:
         ph = _phase_at(phases, dual_start)
         dual_windows.append((dual_start, end - dual_start, ph.name))
     if stale_start is not None:
         ph = _phase_at(phases, stale_start, tolerance)
-        stale.append(Outage(stale_start, math.inf, ph.name, ph.bound))
+        stale.append(Outage(stale_start, math.inf, ph.name, ph.bound, ph.t))
 
     if dual_total > 0:
         for start, length, name in dual_windows:
@@ -469,7 +498,7 @@ def evaluate(
         if stop < t0:
             continue
         ph = _phase_at(phases, start, tolerance)
-        o = Outage(start, stop, ph.name, ph.bound)
+        o = Outage(start, stop, ph.name, ph.bound, ph.t)
         judged_outages.append(o)
         if not o.ok:
             shown = "never recovered" if math.isinf(stop) else f"{o.length * 1000:.0f} ms"
