@@ -312,3 +312,27 @@ def test_vip_lifetime_follows_the_lease(make_pair: PairFactory) -> None:
     )
     ttl = lease(pair, "n1")["ttl"]
     assert 0 < vip["valid_life_time"] <= ttl + 3, vip
+
+
+@pytest.mark.parametrize("works", [True, False])
+def test_fence_command_runs_between_grant_and_promotion(
+    make_pair: PairFactory, monitor_of: Any, works: bool
+) -> None:
+    """A failing fence command blocks the promotion (and the lease goes back)."""
+    pair = make_pair(witness="embedded", advert_interval=INTERVAL)
+    marker = pair.workdir / "fenced"
+    command = f"sh -c 'echo $$ >> {marker}'" if works else f"sh -c 'echo $$ >> {marker}; exit 3'"
+    pair.witness_options = {"fence_command": command, "fence_timeout": 5.0}
+    for node in pair.nodes.values():
+        pair.write_config(node)
+    pair.start_witness()
+    pair.start("n1")
+    wait_until(lambda: marker.exists(), 15, what="n1's fence command")
+    if works:
+        wait_until(lambda: pair.holders() == ["n1"], 10, what="n1 to promote")
+        assert counter(pair, "n1", "fence:ok") >= 1
+    else:
+        wait_until(lambda: counter(pair, "n1", "fence:failed") >= 2, 15, what="two failed fences")
+        assert pair.holders() == []
+        assert inst(pair, "n1")["state"] == "backup"
+        assert any(e.get("ok") is False for e in events(pair, "n1", "fence-command"))
