@@ -275,6 +275,8 @@ class EtcdBackend:
 
     async def close(self) -> None:
         tasks = list(self._in_flight.values())
+        if tasks:  # let the last requests (the release at shutdown) finish, briefly
+            await asyncio.wait(tasks, timeout=1.0)
         for task in tasks:
             task.cancel()
         if tasks:
