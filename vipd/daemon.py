@@ -24,7 +24,7 @@ import structlog
 
 from vipd.announce.frames import announcement_frames, vmac_for
 from vipd.announce.schedule import AnnounceParams
-from vipd.config import DaemonConfig, InstanceConfig, WitnessConfig
+from vipd.config import DaemonConfig, GroupConfig, InstanceConfig, WitnessConfig
 from vipd.control import ControlServer
 from vipd.fence import peer
 from vipd.fence.lease import (
@@ -43,6 +43,17 @@ from vipd.net.addrs import AddressManager, LinkInfo, NetlinkError
 from vipd.net.packet import FrameSender
 from vipd.net.peer import PeerSocket
 from vipd.net.vrrpsock import VrrpSocket
+from vipd.track.core import (
+    HOOK_STATES,
+    Hooks,
+    group_faults,
+    group_state,
+    group_step_downs,
+    hook_argvs,
+    judge,
+)
+from vipd.track.hooks import HookQueue
+from vipd.track.runner import TrackerRunner
 from vipd.vrrp.machine import (
     AcquireLease,
     AddVips,
@@ -107,6 +118,8 @@ class InstanceRuntime:
     kernel_expiry: float = 0.0  # fenced: when the kernel drops the VIPs by itself (S4)
     pings: dict[int, float] = field(default_factory=dict)  # peer ping seq -> sent at
     fence_task: asyncio.Task[None] | None = None
+    hooks: HookQueue | None = None  # notify commands, run in order off the VRRP path
+    group: str | None = None  # the sync group it belongs to
     _advert_cache: dict[int, list[tuple[IPAddress, bytes]]] = field(default_factory=dict)
 
     @functools.cached_property
@@ -148,6 +161,10 @@ class Daemon:
         self._by_lease: dict[str, InstanceRuntime] = {}
         self._ping_seq = secrets.randbelow(2**62)
         self.started = boottime()
+        self.groups: dict[str, GroupConfig] = {g.name: g for g in config.groups}
+        self._group_state: dict[str, str | None] = dict.fromkeys(self.groups)
+        self._group_hooks: dict[str, HookQueue] = {}
+        self._tracking: TrackerRunner | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def run(self, shutdown: asyncio.Event | None = None) -> None:
@@ -163,6 +180,7 @@ class Daemon:
                 await self._start_fencing(self.config.witness)
             self._control = ControlServer(self.config.control_socket, self)
             await self._control.start()
+            await self._start_tracking()
             now = boottime()
             for inst in self.instances.values():
                 log.info(
@@ -171,6 +189,8 @@ class Daemon:
                     interface=inst.cfg.interface,
                     vrid=inst.cfg.vrid,
                     priority=inst.cfg.priority,
+                    effective_priority=inst.machine.priority,
+                    fault=inst.machine.fault,
                     primary=str(inst.primary),
                     vips=[str(v) for v in inst.cfg.vips],
                     mode="unicast" if inst.cfg.unicast_peers else "multicast",
@@ -179,8 +199,10 @@ class Daemon:
                 self._after(inst)
             await shutdown.wait()
         finally:
-            self._teardown()
+            await self._stop_tracking()
+            self._teardown()  # queues the STOP hooks
             await self._stop_fencing()
+            await self._stop_hooks()
 
     def _setup(self) -> None:
         for cfg in self.config.instances:
@@ -230,11 +252,21 @@ class Daemon:
                 primary=primary,
                 checksum=ChecksumMode(cfg.checksum),
             )
+            if _hooks(cfg):
+                inst.hooks = HookQueue(f"instance {cfg.name}", cfg.notify_timeout, inst.counters)
             self.instances[cfg.name] = inst
             self._by_vrid[key][cfg.vrid] = inst
             if cfg.fence and self.config.witness is not None:
                 inst.lease = LeaseClient(self._lease_params(cfg, inst.machine))
                 self._by_lease[cfg.lease_name] = inst
+
+        for group in self.groups.values():
+            for member in group.instances:
+                self.instances[member].group = group.name
+            if _hooks(group):
+                self._group_hooks[group.name] = HookQueue(
+                    f"group {group.name}", group.notify_timeout
+                )
 
     def _lease_params(self, cfg: InstanceConfig, machine: Machine) -> LeaseParams:
         assert self.config.witness is not None
@@ -280,6 +312,85 @@ class Daemon:
             await self.witness.close()  # lets the releases sent at teardown go out
         if self._peer is not None:
             await self._peer.close()
+
+    async def _start_tracking(self) -> None:
+        """Start the trackers and wait for each one's first result (bounded by its timeout),
+        so an instance starts with the priority and fault its trackers give it."""
+        configs = {name: inst.cfg.trackers for name, inst in self.instances.items()}
+        if any(configs.values()):
+            self._tracking = TrackerRunner(configs, self._on_tracker_change)
+            await self._tracking.start()
+            await self._tracking.first_results()
+        self._apply_tracking()
+
+    async def _stop_tracking(self) -> None:
+        if self._tracking is not None:
+            await self._tracking.close()
+            self._tracking = None
+
+    async def _stop_hooks(self) -> None:
+        """Let the queued hooks (the STOP hooks among them) finish, each within its timeout."""
+        queues = [i.hooks for i in self.instances.values() if i.hooks is not None]
+        for queue in [*queues, *self._group_hooks.values()]:
+            await queue.close()
+
+    def _on_tracker_change(self, instance: str) -> None:
+        self._apply_tracking()
+
+    def _apply_tracking(self) -> None:
+        """Feed the trackers' verdicts (vipd.track.core.judge) into the machines: effective
+        priority, and FAULT for an instance whose own tracker, or whose group, has failed."""
+        now = boottime()
+        tracking = self._tracking
+        verdicts = {
+            name: judge(inst.cfg.priority, tracking.trackers[name] if tracking else ())
+            for name, inst in self.instances.items()
+        }
+        faults = group_faults(
+            {name: v.fault for name, v in verdicts.items()},
+            {g.name: g.instances for g in self.groups.values()},
+        )
+        for name, inst in self.instances.items():
+            machine, priority, fault = inst.machine, verdicts[name].priority, faults[name]
+            if priority == machine.priority and fault == machine.fault:
+                continue
+            if priority != machine.priority:
+                log.info(
+                    "effective-priority",
+                    instance=name,
+                    priority=priority,
+                    previous=machine.priority,
+                    configured=inst.cfg.priority,
+                )
+                machine.set_priority(priority, now)
+            if fault != machine.fault:
+                log.info("fault" if fault else "fault-cleared", instance=name, reason=fault)
+                machine.set_fault(now, fault)
+            self._after(inst)
+
+    def _on_state_changed(self, inst: InstanceRuntime, change: StateChanged) -> None:
+        """Hooks for the transition, then the sync group: members follow a member that
+        stopped being master (core.group_step_downs), and the group's own state may change."""
+        name, state = inst.cfg.name, HOOK_STATES[change.new]
+        if inst.hooks is not None:
+            argvs = hook_argvs(_hooks(inst.cfg), "INSTANCE", name, state, change.priority)
+            inst.hooks.push(argvs, state)
+        group = self.groups.get(inst.group or "")
+        if group is None:
+            return
+        states = {m: self.instances[m].machine.state for m in group.instances}
+        for member in group_step_downs(group.instances, name, change.old, change.new, states):
+            other = self.instances[member]
+            if other.machine.step_down(boottime(), reason=f"group:{group.name}"):
+                self._after(other)
+        new = group_state(self.instances[m].machine.state for m in group.instances)
+        if new is None or new == self._group_state[group.name]:
+            return
+        log.info("group-transition", group=group.name, old=self._group_state[group.name], new=new)
+        self._group_state[group.name] = new
+        queue = self._group_hooks.get(group.name)
+        if queue is not None:
+            queue.push(hook_argvs(_hooks(group), "GROUP", group.name, new), new)
 
     @staticmethod
     def _primary_address(cfg: InstanceConfig, link: LinkInfo) -> IPAddress:
@@ -564,6 +675,7 @@ class Daemon:
                 log.debug("announce", instance=inst.cfg.name, reason=action.reason, frames=sent)
             elif isinstance(action, StateChanged):
                 inst.counters["transitions"] += 1
+                inst.counters[f"transition:{action.reason}"] += 1
                 inst.last_transition = Transition(
                     action.old.value,
                     action.new.value,
@@ -579,6 +691,7 @@ class Daemon:
                     reason=action.reason,
                     priority=action.priority,
                 )
+                self._on_state_changed(inst, action)
 
     def _change_vips(self, inst: InstanceRuntime, add: bool, lifetime: float | None = None) -> None:
         for vip in inst.cfg.vips:
@@ -628,10 +741,13 @@ class Daemon:
             "uptime": round(boottime() - self.started, 3),
             "drops": dict(self.drops),
             "instances": [self._instance_status(i) for i in self.instances.values()],
+            "groups": [
+                {"name": g.name, "instances": list(g.instances), "state": self._group_state[g.name]}
+                for g in self.groups.values()
+            ],
         }
 
-    @staticmethod
-    def _instance_status(inst: InstanceRuntime) -> dict[str, Any]:
+    def _instance_status(self, inst: InstanceRuntime) -> dict[str, Any]:
         m = inst.machine
         last = inst.last_transition
         return {
@@ -641,6 +757,10 @@ class Daemon:
             "state": m.state.value,
             "priority": inst.cfg.priority,
             "effective_priority": m.priority,
+            "fault": m.fault,
+            "group": inst.group,
+            "trackers": [] if self._tracking is None else self._tracking.status(inst.cfg.name),
+            "hooks_pending": 0 if inst.hooks is None else inst.hooks.pending,
             "vips": [str(v) for v in inst.cfg.vips],
             "primary": str(inst.primary),
             "master": str(m.master_address) if m.master_address else None,
@@ -659,6 +779,12 @@ class Daemon:
             "counters": dict(inst.counters),
             "witness": None if inst.lease is None else _lease_status(inst.lease),
         }
+
+
+def _hooks(cfg: InstanceConfig | GroupConfig) -> Hooks:
+    return Hooks(
+        cfg.notify, cfg.notify_master, cfg.notify_backup, cfg.notify_fault, cfg.notify_stop
+    )
 
 
 def _lease_status(lease: LeaseClient) -> dict[str, Any]:
