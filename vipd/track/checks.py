@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import socket
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,6 @@ CheckResult = tuple[bool, str | None]
 
 #: How much of a command's output is kept (for logs and errors); the rest is read and dropped.
 OUTPUT_LIMIT = 4096
-#: How long to wait for output after a command exited (its children may hold the pipe).
-_OUTPUT_GRACE = 0.5
 #: Bytes read from a tracked file: an integer and some blanks.
 _FILE_LIMIT = 64
 
@@ -57,20 +56,6 @@ class CommandResult:
         return f"exit status {self.returncode}"
 
 
-async def _read_bounded(stream: asyncio.StreamReader) -> tuple[bytes, bool]:
-    """Read to EOF, keeping the first OUTPUT_LIMIT bytes (the pipe must be drained so the
-    command never blocks writing)."""
-    kept = bytearray()
-    truncated = False
-    while chunk := await stream.read(65536):
-        room = OUTPUT_LIMIT - len(kept)
-        if room > 0:
-            kept += chunk[:room]
-        if len(chunk) > room:
-            truncated = True
-    return bytes(kept), truncated
-
-
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -79,21 +64,25 @@ def _kill_group(pid: int) -> None:
 async def run_command(argv: Sequence[str], timeout: float) -> CommandResult:
     """Run ``argv`` (no shell) in a new session, stdin from /dev/null, and wait at most
     ``timeout`` seconds for it to exit; then SIGKILL its whole process group. Cancelling the
-    caller kills the group too. Never raises for the command's own failures."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return CommandResult(None, "", False, error=exc.strerror or str(exc))
-    assert proc.stdout is not None
-    reader = asyncio.ensure_future(_read_bounded(proc.stdout))
-    timed_out = False
-    try:
+    caller kills the group too. Never raises for the command's own failures.
+
+    Output goes to an unlinked temporary file, not a pipe: asyncio's ``wait()`` also waits
+    for every pipe to close, so a child the command left running (``daemon &``) would hold a
+    pipe open and turn a finished command into a timeout. Only the command's own exit
+    counts; what it left behind is not waited for, nor killed unless it overran.
+    """
+    with tempfile.TemporaryFile(prefix="vipd-") as out:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return CommandResult(None, "", False, error=exc.strerror or str(exc))
+        timed_out = False
         try:
             async with asyncio.timeout(timeout):
                 await proc.wait()
@@ -101,22 +90,16 @@ async def run_command(argv: Sequence[str], timeout: float) -> CommandResult:
             timed_out = True
             _kill_group(proc.pid)
             await proc.wait()
-        try:
-            # Children the command left behind may keep the pipe open; don't wait for them.
-            async with asyncio.timeout(_OUTPUT_GRACE):
-                out, truncated = await asyncio.shield(reader)
-        except TimeoutError:
-            out, truncated = b"", False
-    except asyncio.CancelledError:
-        _kill_group(proc.pid)
-        raise
-    finally:
-        if not reader.done():
-            reader.cancel()
+        except asyncio.CancelledError:
+            _kill_group(proc.pid)
+            await asyncio.shield(proc.wait())
+            raise
+        out.seek(0)
+        data = out.read(OUTPUT_LIMIT + 1)
     return CommandResult(
         None if timed_out else proc.returncode,
-        out.decode(errors="replace"),
-        truncated,
+        data[:OUTPUT_LIMIT].decode(errors="replace"),
+        len(data) > OUTPUT_LIMIT,
         timed_out=timed_out,
     )
 
@@ -180,7 +163,7 @@ async def check_tcp(host: str, port: int, timeout: float) -> CheckResult:
     except TimeoutError:
         return False, f"no connection within {timeout:g} s"
     except OSError as exc:
-        return False, _short(exc.strerror or str(exc))
+        return False, _short(os.strerror(exc.errno) if exc.errno else str(exc) or repr(exc))
     return True, None
 
 

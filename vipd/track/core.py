@@ -92,7 +92,9 @@ class Tracker:
             self.ok = False
         elif not self.ok and self.successes >= self.params.rise:
             self.ok = True
-        if ok and self.ok:
+        if not self.ok:
+            self.value = 0
+        elif ok:
             self.value = value
         return (self.ok, self.value) != before
 
