@@ -23,6 +23,9 @@ def vipd_main(argv: list[str] | None = None) -> int:
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     demo = sub.add_parser("demo", help="a live two-node pair in network namespaces (root)")
     demo.add_argument("--advert-interval", type=float, default=1.0)
+    demo.add_argument(
+        "--no-witness", action="store_true", help="plain VRRP, without the embedded witness"
+    )
     imp = sub.add_parser(
         "import-keepalived",
         help="convert a keepalived.conf's VRRP part to vipd TOML (stdout or -o); lines not "
@@ -47,7 +50,7 @@ def vipd_main(argv: list[str] | None = None) -> int:
         return cli_import(args.file, args.output)
     from vipd.demo import run_demo
 
-    return run_demo(advert_interval=args.advert_interval)
+    return run_demo(advert_interval=args.advert_interval, witness=not args.no_witness)
 
 
 def _check(path: str) -> int:
@@ -94,29 +97,97 @@ def vipctl_main(argv: list[str] | None = None) -> int:
         "status", help="per-instance state; exit 0 healthy, 1 degraded, 2 unreachable"
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    failover = sub.add_parser(
+        "failover", help="hand mastership over to the peer and wait until it holds the VIP"
+    )
+    failover.add_argument("instance", nargs="?", help="only this instance (default: all)")
+    failover.add_argument(
+        "--force", action="store_true", help="even if no peer confirmed it is ready"
+    )
+    failover.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    maintenance = sub.add_parser(
+        "maintenance", help="drain this node (give up and refuse mastership) or undrain it"
+    )
+    maintenance.add_argument("mode", choices=("on", "off"))
+    maintenance.add_argument("instance", nargs="?", help="only this instance (default: all)")
+    sub.add_parser("reload", help="re-read the config; a bad one is refused and changes nothing")
+    sub.add_parser("events", help="stream transitions and other events as JSON lines")
     args = parser.parse_args(argv)
 
-    from vipd.control import request
+    from vipd.control import request, stream
 
+    if args.command == "events":
+        try:
+            for event in stream(args.socket):
+                print(json.dumps(event), flush=True)
+        except KeyboardInterrupt:
+            return 0
+        except (OSError, ValueError) as exc:
+            print(f"vipctl: cannot stream events from {args.socket}: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    params: dict[str, Any] = {}
+    timeout = 5.0
+    if args.command == "failover":
+        params = {"instance": args.instance, "force": args.force, "timeout": args.timeout}
+        timeout = args.timeout + 5.0
+    elif args.command == "maintenance":
+        params = {"on": args.mode == "on", "instance": args.instance}
     try:
-        answer = request(args.socket, args.command)
+        answer = request(args.socket, args.command, timeout=timeout, params=params)
     except (OSError, ValueError) as exc:
         print(f"vipctl: cannot reach vipd at {args.socket}: {exc}", file=sys.stderr)
         return 2
     if not answer.get("ok"):
         print(f"vipctl: {answer.get('error')}", file=sys.stderr)
         return 1
-    result: dict[str, Any] = answer["result"]
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(_status_table(result))
-    healthy = all(i["state"] in ("master", "backup") for i in result["instances"])
-    return 0 if healthy else 1
+    result: Any = answer["result"]
+    if args.command == "status":
+        print(json.dumps(result, indent=2) if args.json else _status_table(result))
+        healthy = all(i["state"] in ("master", "backup") for i in result["instances"])
+        return 0 if healthy else 1
+    if args.command == "failover":
+        failed = False
+        for name, r in result.items():
+            if r["new_master"] is None:
+                failed = True
+                print(f"{name}: no peer took over within {args.timeout:g} s")
+            else:
+                print(
+                    f"{name}: {r['new_master']} took over; {r['gap_ms']:.0f} ms from this "
+                    "node dropping the VIP to the new master's first advert"
+                )
+        return 1 if failed else 0
+    if args.command == "maintenance":
+        for name, state in result.items():
+            print(f"{name}: {state}")
+        return 0
+    for key in ("added", "removed", "changed", "replaced", "unchanged"):
+        if result.get(key):
+            print(f"{key}: {', '.join(result[key])}")
+    return 0
+
+
+def _lease_cell(witness: dict[str, Any] | None) -> str:
+    if witness is None:
+        return "-"
+    if witness["state"] != "held":
+        return str(witness["state"])
+    return f"epoch {witness['epoch']}, {float(witness['remaining']):.1f}s"
 
 
 def _status_table(status: dict[str, Any]) -> str:
-    header = ("INSTANCE", "STATE", "PRIO", "VRID", "INTERFACE", "VIPS", "MASTER", "LAST CHANGE")
+    header = (
+        "INSTANCE",
+        "STATE",
+        "PRIO",
+        "VRID",
+        "INTERFACE",
+        "VIPS",
+        "MASTER",
+        "LEASE",
+        "LAST CHANGE",
+    )
     rows: list[tuple[str, ...]] = [header]
     for i in status["instances"]:
         last = i["last_transition"]
@@ -133,6 +204,7 @@ def _status_table(status: dict[str, Any]) -> str:
                 i["interface"],
                 ",".join(i["vips"]),
                 master,
+                _lease_cell(i.get("witness")),
                 "-" if last is None else f"{last['from']}->{last['to']} ({last['reason']})",
             )
         )

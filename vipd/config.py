@@ -12,6 +12,7 @@ maps parsed paths such as ``("instance", 1, "priority")`` back to line numbers.
 from __future__ import annotations
 
 import difflib
+import grp
 import json
 import os
 import re
@@ -64,7 +65,14 @@ WITNESS_BACKENDS: Final = ("embedded", "etcd")
 WITNESS_POLICIES: Final = ("hold-with-peer", "release")
 DEFAULT_PEER_PORT: Final = 7481
 
-_DAEMON_KEYS: Final = ("node_name", "control_socket", "log_format", "log_level")
+_DAEMON_KEYS: Final = (
+    "node_name",
+    "control_socket",
+    "control_group",
+    "log_format",
+    "log_level",
+    "metrics_listen",
+)
 _NOTIFY_KEYS: Final = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
 _INSTANCE_KEYS: Final = (
     "name",
@@ -242,6 +250,8 @@ class DaemonConfig:
     instances: tuple[InstanceConfig, ...]
     source: str
     witness: WitnessConfig | None = None
+    control_group: str | None = None  # socket mode 0660 for this group; None: root only
+    metrics_listen: tuple[str, int] | None = None  # Prometheus /metrics; None: off
     groups: tuple[GroupConfig, ...] = ()
 
 
@@ -815,6 +825,16 @@ def _host_port(value: object) -> tuple[str, int]:
     raise _Invalid(f"must be {expected}, got {_show(value)}")
 
 
+def _group(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"must be a group name, got {_show(value)}")
+    try:
+        grp.getgrnam(value)
+    except KeyError:
+        raise _Invalid(f"no such group {value!r} on this host") from None
+    return value
+
+
 def _url(value: object) -> str:
     if isinstance(value, str) and re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", value):
         return value.rstrip("/")
@@ -895,6 +915,8 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
     control_socket = daemon.take("control_socket", _socket_path, DEFAULT_CONTROL_SOCKET)
     log_format = daemon.take("log_format", _choice(*LOG_FORMATS), "auto")
     log_level = daemon.take("log_level", _choice(*LOG_LEVELS), "info")
+    control_group = daemon.take("control_group", _group, None)
+    metrics_listen = daemon.take("metrics_listen", _host_port, None)
 
     witness = _build_witness(report, top, raw, source)
 
@@ -928,6 +950,8 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
         instances=tuple(i for i in instances if i is not None),
         source=source,
         witness=witness,
+        control_group=control_group,
+        metrics_listen=metrics_listen,
         groups=groups,
     )
 

@@ -16,16 +16,25 @@ import secrets
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import structlog
 
+from vipd import sdnotify
 from vipd.announce.frames import announcement_frames, vmac_for
 from vipd.announce.schedule import AnnounceParams
-from vipd.config import DaemonConfig, GroupConfig, InstanceConfig, WitnessConfig
-from vipd.control import ControlServer
+from vipd.config import (
+    ConfigError,
+    DaemonConfig,
+    GroupConfig,
+    InstanceConfig,
+    WitnessConfig,
+    load_config,
+)
+from vipd.control import ControlError, ControlServer
 from vipd.fence import peer
 from vipd.fence.lease import (
     Granted,
@@ -36,6 +45,7 @@ from vipd.fence.lease import (
     Lost,
     Policy,
     Refused,
+    Released,
     Send,
     WitnessError,
 )
@@ -46,6 +56,8 @@ from vipd.net.vrrpsock import VrrpSocket
 from vipd.track.core import (
     HOOK_STATES,
     Hooks,
+    Tracker,
+    Verdict,
     group_faults,
     group_state,
     group_step_downs,
@@ -117,10 +129,20 @@ class InstanceRuntime:
     timer: asyncio.TimerHandle | None = None
     kernel_expiry: float = 0.0  # fenced: when the kernel drops the VIPs by itself (S4)
     pings: dict[int, float] = field(default_factory=dict)  # peer ping seq -> sent at
+    peer_ready_at: float | None = None  # last confirmation from a peer ready to take over
+    handing_over: bool = False  # tell the peer to take over once the witness confirms release
     fence_task: asyncio.Task[None] | None = None
+    faults: dict[str, str] = field(default_factory=dict)  # source -> reason (maintenance, ...)
     hooks: HookQueue | None = None  # notify commands, run in order off the VRRP path
     group: str | None = None  # the sync group it belongs to
+    tracking: TrackerRunner | None = None  # its trackers; None without any
+    verdict: Verdict | None = None  # what its trackers said, once each had reported
+    track_task: asyncio.Task[None] | None = None  # waiting for the trackers' first results
     _advert_cache: dict[int, list[tuple[IPAddress, bytes]]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def vip_addresses(self) -> frozenset[IPAddress]:
+        return frozenset(v.ip for v in self.cfg.vips)
 
     @functools.cached_property
     def announcement(self) -> list[bytes]:
@@ -145,6 +167,58 @@ class InstanceRuntime:
         return cached
 
 
+# Keys a reload can change without restarting the instance (its VRID, interface, address and
+# fencing stay): everything else replaces it.
+_IN_PLACE = frozenset(
+    {
+        "priority",
+        "advert_interval",
+        "vips",
+        "preempt",
+        "preempt_delay",
+        "unicast_peers",
+        "vip_label",
+        "announce_count",
+        "announce_spacing",
+        "announce_refresh",
+        "lease_ttl",
+        "peers",
+        # docs/tracking.md: new trackers take over once they have reported; hooks queued
+        # before the reload still run.
+        "track_interfaces",
+        "track_scripts",
+        "track_http",
+        "track_tcp",
+        "track_files",
+        "notify",
+        "notify_master",
+        "notify_backup",
+        "notify_fault",
+        "notify_stop",
+        "notify_timeout",
+    }
+)
+
+
+def _in_place(old: InstanceConfig, new: InstanceConfig) -> bool:
+    changed = {f.name for f in fields(old) if getattr(old, f.name) != getattr(new, f.name)}
+    family_kept = old.family == new.family
+    return family_kept and changed <= _IN_PLACE
+
+
+def _params(cfg: InstanceConfig, primary: IPAddress) -> Params:
+    return Params(
+        vrid=cfg.vrid,
+        priority=cfg.priority,
+        advert_interval=cfg.advert_centiseconds,
+        primary=primary,
+        preempt=cfg.preempt,
+        preempt_delay=cfg.preempt_delay,
+        announce=AnnounceParams(cfg.announce_count, cfg.announce_spacing, cfg.announce_refresh),
+        fenced=cfg.fence,
+    )
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig, addrs: AddressManager | None = None) -> None:
         self.config = config
@@ -160,113 +234,179 @@ class Daemon:
         self._peer: PeerSocket | None = None
         self._by_lease: dict[str, InstanceRuntime] = {}
         self._ping_seq = secrets.randbelow(2**62)
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._reloading: asyncio.Lock | None = None
         self.started = boottime()
-        self.groups: dict[str, GroupConfig] = {g.name: g for g in config.groups}
-        self._group_state: dict[str, str | None] = dict.fromkeys(self.groups)
+        self.groups: dict[str, GroupConfig] = {}
+        self._group_of: dict[str, str] = {}  # instance -> its sync group
+        self._group_state: dict[str, str | None] = {}
         self._group_hooks: dict[str, HookQueue] = {}
-        self._tracking: TrackerRunner | None = None
+        self._background: set[asyncio.Task[None]] = set()  # closing trackers and hook queues
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def run(self, shutdown: asyncio.Event | None = None) -> None:
-        """Run until ``shutdown`` is set (SIGTERM/SIGINT set it when none is passed)."""
+        """Run until ``shutdown`` is set (SIGTERM/SIGINT set it when none is passed; SIGHUP
+        reloads the config)."""
         self._loop = asyncio.get_running_loop()
         if shutdown is None:
             shutdown = asyncio.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, shutdown.set)
+            self._loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        watchdog: asyncio.Task[None] | None = None
+        metrics: Any = None
         try:
-            self._setup()
+            self._sync_groups()
+            for cfg in self.config.instances:
+                self._create_instance(cfg)
             if self.config.witness is not None and self._by_lease:
                 await self._start_fencing(self.config.witness)
-            self._control = ControlServer(self.config.control_socket, self)
+            self._control = ControlServer(
+                self.config.control_socket, self, self.config.control_group
+            )
             await self._control.start()
-            await self._start_tracking()
-            now = boottime()
+            if self.config.metrics_listen is not None:
+                metrics = self._start_metrics(self.config.metrics_listen)
             for inst in self.instances.values():
-                log.info(
-                    "instance-start",
-                    instance=inst.cfg.name,
-                    interface=inst.cfg.interface,
-                    vrid=inst.cfg.vrid,
-                    priority=inst.cfg.priority,
-                    effective_priority=inst.machine.priority,
-                    fault=inst.machine.fault,
-                    primary=str(inst.primary),
-                    vips=[str(v) for v in inst.cfg.vips],
-                    mode="unicast" if inst.cfg.unicast_peers else "multicast",
-                )
-                inst.machine.start(now)
-                self._after(inst)
+                self._start_instance(inst)
+            await self._started()
+            # Sockets are bound and every instance knows its state: tell systemd.
+            sdnotify.ready()
+            sdnotify.status(self._summary())
+            watchdog = self._loop.create_task(sdnotify.watchdog_loop())
             await shutdown.wait()
         finally:
-            await self._stop_tracking()
+            sdnotify.stopping()
+            if watchdog is not None:
+                watchdog.cancel()
+            if metrics is not None:
+                metrics.close()
             self._teardown()  # queues the STOP hooks
             await self._stop_fencing()
-            await self._stop_hooks()
+            await self._drain()
 
-    def _setup(self) -> None:
-        for cfg in self.config.instances:
-            try:
-                link = self.addrs.link(cfg.interface)
-            except NetlinkError as exc:
-                raise StartupError(f"instance {cfg.name}: {exc}") from exc
-            primary = self._primary_address(cfg, link)
-            vip_ifname, mac = cfg.interface, link.mac
-            if cfg.use_vmac:
-                vip_ifname = self.addrs.ensure_vmac(cfg.interface, cfg.vrid, cfg.family)
-                mac = vmac_for(cfg.vrid, cfg.family)
-            # A crashed run may have left our VIPs behind; we start as backup, so they go.
-            for vip in cfg.vips:
-                if self.addrs.remove_vip(vip_ifname, vip):
-                    log.warning("stale-vip-removed", instance=cfg.name, vip=str(vip))
-            key = (cfg.interface, cfg.family)
-            sock = self._sockets.get(key)
-            if sock is None:
-                sock = VrrpSocket(cfg.interface, link.index, cfg.family, multicast=True)
-                self._sockets[key] = sock
-                self._by_vrid[key] = {}
-                assert self._loop is not None
-                self._loop.add_reader(sock.fileno(), self._on_readable, sock)
-            sender = self._senders.get(vip_ifname)
-            if sender is None:
-                sender = self._senders[vip_ifname] = FrameSender(vip_ifname)
-            params = Params(
-                vrid=cfg.vrid,
-                priority=cfg.priority,
-                advert_interval=cfg.advert_centiseconds,
-                primary=primary,
-                preempt=cfg.preempt,
-                preempt_delay=cfg.preempt_delay,
-                announce=AnnounceParams(
-                    cfg.announce_count, cfg.announce_spacing, cfg.announce_refresh
-                ),
-                fenced=cfg.fence,
-            )
-            inst = InstanceRuntime(
-                cfg=cfg,
-                machine=Machine(params),
-                sock=sock,
-                sender=sender,
-                vip_ifname=vip_ifname,
-                mac=mac,
-                primary=primary,
-                checksum=ChecksumMode(cfg.checksum),
-            )
-            if _hooks(cfg):
-                inst.hooks = HookQueue(f"instance {cfg.name}", cfg.notify_timeout, inst.counters)
-            self.instances[cfg.name] = inst
-            self._by_vrid[key][cfg.vrid] = inst
-            if cfg.fence and self.config.witness is not None:
-                inst.lease = LeaseClient(self._lease_params(cfg, inst.machine))
-                self._by_lease[cfg.lease_name] = inst
+    def _create_instance(self, cfg: InstanceConfig) -> InstanceRuntime:
+        """Resolve the instance's interface and sockets; it starts in INITIALIZE."""
+        try:
+            link = self.addrs.link(cfg.interface)
+        except NetlinkError as exc:
+            raise StartupError(f"instance {cfg.name}: {exc}") from exc
+        primary = self._primary_address(cfg, link)
+        vip_ifname, mac = cfg.interface, link.mac
+        if cfg.use_vmac:
+            vip_ifname = self.addrs.ensure_vmac(cfg.interface, cfg.vrid, cfg.family)
+            mac = vmac_for(cfg.vrid, cfg.family)
+        # A crashed run may have left our VIPs behind; we start as backup, so they go.
+        for vip in cfg.vips:
+            if self.addrs.remove_vip(vip_ifname, vip):
+                log.warning("stale-vip-removed", instance=cfg.name, vip=str(vip))
+        key = (cfg.interface, cfg.family)
+        sock = self._sockets.get(key)
+        if sock is None:
+            sock = VrrpSocket(cfg.interface, link.index, cfg.family, multicast=True)
+            self._sockets[key] = sock
+            self._by_vrid[key] = {}
+            assert self._loop is not None
+            self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+        sender = self._senders.get(vip_ifname)
+        if sender is None:
+            sender = self._senders[vip_ifname] = FrameSender(vip_ifname)
+        inst = InstanceRuntime(
+            cfg=cfg,
+            machine=Machine(_params(cfg, primary)),
+            sock=sock,
+            sender=sender,
+            vip_ifname=vip_ifname,
+            mac=mac,
+            primary=primary,
+            checksum=ChecksumMode(cfg.checksum),
+        )
+        if _hooks(cfg):
+            inst.hooks = HookQueue(f"instance {cfg.name}", cfg.notify_timeout, inst.counters)
+        if cfg.trackers:
+            inst.tracking = self._tracker_runner(inst)
+        inst.group = self._group_of.get(cfg.name)
+        self.instances[cfg.name] = inst
+        self._by_vrid[key][cfg.vrid] = inst
+        if cfg.fence and self.config.witness is not None:
+            inst.lease = LeaseClient(self._lease_params(cfg, inst.machine))
+            self._by_lease[cfg.lease_name] = inst
+        return inst
 
-        for group in self.groups.values():
-            for member in group.instances:
-                self.instances[member].group = group.name
-            if _hooks(group):
-                self._group_hooks[group.name] = HookQueue(
-                    f"group {group.name}", group.notify_timeout
-                )
+    def _start_instance(self, inst: InstanceRuntime) -> None:
+        """Start the machine; with trackers, start them first and the machine once each has
+        reported (bounded by its check's timeout), so the instance starts with the priority
+        and fault its trackers give it."""
+        if inst.tracking is None:
+            self._apply_tracking()  # a group member may be in FAULT already
+            self._begin(inst)
+            return
+        assert self._loop is not None
+        inst.track_task = self._loop.create_task(
+            self._start_tracked(inst, inst.tracking), name=f"start {inst.cfg.name}"
+        )
+
+    def _begin(self, inst: InstanceRuntime) -> None:
+        cfg = inst.cfg
+        log.info(
+            "instance-start",
+            instance=cfg.name,
+            interface=cfg.interface,
+            vrid=cfg.vrid,
+            priority=cfg.priority,
+            effective_priority=inst.machine.priority,
+            fault=inst.machine.fault,
+            primary=str(inst.primary),
+            vips=[str(v) for v in cfg.vips],
+            mode="unicast" if cfg.unicast_peers else "multicast",
+            fenced=inst.lease is not None,
+        )
+        inst.machine.start(boottime())
+        self._after(inst)
+
+    def _stop_instance(self, inst: InstanceRuntime) -> None:
+        """Shut one instance down (priority-0 advert, VIPs off, lease released) and forget
+        it; sockets no other instance uses are closed."""
+        if inst.track_task is not None:
+            inst.track_task.cancel()
+            inst.track_task = None
+        if inst.tracking is not None:
+            self._in_background(inst.tracking.close())
+            inst.tracking = None
+        inst.machine.shutdown(boottime())
+        self._pump(inst)
+        if inst.hooks is not None:
+            self._in_background(inst.hooks.close())  # after its STOP hooks ran
+        if inst.timer is not None:
+            inst.timer.cancel()
+            inst.timer = None
+        if inst.fence_task is not None:
+            inst.fence_task.cancel()
+        if inst.cfg.use_vmac:
+            with contextlib.suppress(NetlinkError):
+                self.addrs.remove_vmac(inst.vip_ifname)
+        key = (inst.cfg.interface, inst.cfg.family)
+        del self.instances[inst.cfg.name]
+        self._by_vrid[key].pop(inst.cfg.vrid, None)
+        if self._by_lease.get(inst.cfg.lease_name) is inst:
+            del self._by_lease[inst.cfg.lease_name]
+        if not self._by_vrid[key]:
+            del self._by_vrid[key]
+            sock = self._sockets.pop(key)
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        if not any(i.sender is inst.sender for i in self.instances.values()):
+            self._senders.pop(inst.vip_ifname, None)
+            inst.sender.close()
+
+    def _start_metrics(self, listen: tuple[str, int]) -> Any:
+        from vipd.metrics import Metrics, on_loop, start_http
+
+        assert self._loop is not None
+        server = start_http(Metrics(on_loop(self._loop, self.status)), *listen)
+        log.info("metrics", listen=f"{server.host}:{server.port}")
+        return server
 
     def _lease_params(self, cfg: InstanceConfig, machine: Machine) -> LeaseParams:
         assert self.config.witness is not None
@@ -313,47 +453,73 @@ class Daemon:
         if self._peer is not None:
             await self._peer.close()
 
-    async def _start_tracking(self) -> None:
-        """Start the trackers and wait for each one's first result (bounded by its timeout),
-        so an instance starts with the priority and fault its trackers give it."""
-        configs = {name: inst.cfg.trackers for name, inst in self.instances.items()}
-        if any(configs.values()):
-            self._tracking = TrackerRunner(configs, self._on_tracker_change)
-            await self._tracking.start()
-            await self._tracking.first_results()
+    # ---- tracking, sync groups, hooks (docs/tracking.md; the rules: vipd.track.core) --------
+    def _tracker_runner(self, inst: InstanceRuntime) -> TrackerRunner:
+        runner = TrackerRunner({inst.cfg.name: inst.cfg.trackers})
+        runner.on_change = functools.partial(self._on_tracker_change, inst, runner)
+        return runner
+
+    async def _start_tracked(self, inst: InstanceRuntime, runner: TrackerRunner) -> None:
+        try:
+            await runner.start()
+            await runner.first_results()
+            inst.verdict = judge(inst.cfg.priority, runner.trackers[inst.cfg.name])
+        except Exception:  # never leave an instance unstarted; but not as a candidate
+            log.exception("tracking-failed", instance=inst.cfg.name)
+            inst.verdict = Verdict(inst.cfg.priority, "track:failed-to-start")
+        inst.track_task = None
         self._apply_tracking()
+        self._begin(inst)
 
-    async def _stop_tracking(self) -> None:
-        if self._tracking is not None:
-            await self._tracking.close()
-            self._tracking = None
+    async def _retrack(self, inst: InstanceRuntime, runner: TrackerRunner) -> None:
+        """A reload changed the trackers: the new ones take over once each has reported;
+        until then the old verdict stands (no flap while they start)."""
+        await runner.start()
+        await runner.first_results()
+        inst.track_task = None
+        if inst.tracking is runner:
+            inst.verdict = judge(inst.cfg.priority, runner.trackers[inst.cfg.name])
+            self._apply_tracking()
 
-    async def _stop_hooks(self) -> None:
-        """Let the queued hooks (the STOP hooks among them) finish, each within its timeout."""
-        queues = [i.hooks for i in self.instances.values() if i.hooks is not None]
-        for queue in [*queues, *self._group_hooks.values()]:
-            await queue.close()
+    async def _started(self) -> None:
+        """Until every instance has started (those with trackers: after their first results)."""
+        tasks = [i.track_task for i in self.instances.values() if i.track_task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _on_tracker_change(self, instance: str) -> None:
-        self._apply_tracking()
+    def _on_tracker_change(
+        self, inst: InstanceRuntime, runner: TrackerRunner, instance: str, tracker: Tracker
+    ) -> None:
+        if inst.tracking is not runner or self.instances.get(inst.cfg.name) is not inst:
+            return  # replaced by a reload, or stopped
+        fields: dict[str, Any] = {
+            "instance": instance,
+            "tracker": tracker.params.name,
+            "kind": tracker.params.kind.value,
+            "ok": tracker.ok,
+            "error": None if tracker.ok else tracker.last_error,
+        }
+        self._publish("tracker", **fields)
+        if runner.complete:  # else: _start_tracked / _retrack judge once all reported
+            inst.verdict = judge(inst.cfg.priority, runner.trackers[inst.cfg.name])
+            self._apply_tracking()
 
     def _apply_tracking(self) -> None:
-        """Feed the trackers' verdicts (vipd.track.core.judge) into the machines: effective
-        priority, and FAULT for an instance whose own tracker, or whose group, has failed."""
+        """Feed the trackers' verdicts into the machines: effective priority, and FAULT for
+        an instance whose own trackers failed or another member of whose group is in FAULT
+        (core.group_faults; maintenance counts as a member's FAULT too)."""
         now = boottime()
-        tracking = self._tracking
         verdicts = {
-            name: judge(inst.cfg.priority, tracking.trackers[name] if tracking else ())
+            name: inst.verdict or Verdict(inst.cfg.priority, None)
             for name, inst in self.instances.items()
         }
-        faults = group_faults(
-            {name: v.fault for name, v in verdicts.items()},
-            {g.name: g.instances for g in self.groups.values()},
-        )
+        own = {
+            name: verdicts[name].fault
+            or next((r for src, r in inst.faults.items() if src not in ("track", "group")), None)
+            for name, inst in self.instances.items()
+        }
+        faults = group_faults(own, {g.name: g.instances for g in self.groups.values()})
         for name, inst in self.instances.items():
-            machine, priority, fault = inst.machine, verdicts[name].priority, faults[name]
-            if priority == machine.priority and fault == machine.fault:
-                continue
+            machine, priority = inst.machine, verdicts[name].priority
             if priority != machine.priority:
                 log.info(
                     "effective-priority",
@@ -363,10 +529,47 @@ class Daemon:
                     configured=inst.cfg.priority,
                 )
                 machine.set_priority(priority, now)
-            if fault != machine.fault:
-                log.info("fault" if fault else "fault-cleared", instance=name, reason=fault)
-                machine.set_fault(now, fault)
-            self._after(inst)
+                self._after(inst)
+            group = faults[name] if own[name] is None else None
+            self._set_faults(inst, {"track": verdicts[name].fault, "group": group})
+
+    def _sync_groups(self) -> None:
+        """(Re)read the [[group]] tables: membership, hook queues, states."""
+        old, self.groups = self.groups, {g.name: g for g in self.config.groups}
+        self._group_of = {m: g.name for g in self.groups.values() for m in g.instances}
+        for name, queue in list(self._group_hooks.items()):
+            new = self.groups.get(name)
+            if new is None or (_hooks(new), new.notify_timeout) != (
+                _hooks(old[name]),
+                old[name].notify_timeout,
+            ):
+                self._in_background(queue.close())
+                del self._group_hooks[name]
+        for group in self.groups.values():
+            if _hooks(group) and group.name not in self._group_hooks:
+                self._group_hooks[group.name] = HookQueue(
+                    f"group {group.name}", group.notify_timeout
+                )
+            self._group_state.setdefault(group.name, None)
+        for name in set(self._group_state) - set(self.groups):
+            del self._group_state[name]
+        for inst in self.instances.values():
+            inst.group = self._group_of.get(inst.cfg.name)
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _drain(self) -> None:
+        """Let the queued hooks (the STOP hooks among them) run, each within its timeout,
+        and the trackers finish closing."""
+        for queue in self._group_hooks.values():
+            self._in_background(queue.close())
+        self._group_hooks.clear()
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def _on_state_changed(self, inst: InstanceRuntime, change: StateChanged) -> None:
         """Hooks for the transition, then the sync group: members follow a member that
@@ -378,19 +581,25 @@ class Daemon:
         group = self.groups.get(inst.group or "")
         if group is None:
             return
-        states = {m: self.instances[m].machine.state for m in group.instances}
+        states = {m: self._state_of(m) for m in group.instances}
         for member in group_step_downs(group.instances, name, change.old, change.new, states):
             other = self.instances[member]
             if other.machine.step_down(boottime(), reason=f"group:{group.name}"):
                 self._after(other)
-        new = group_state(self.instances[m].machine.state for m in group.instances)
-        if new is None or new == self._group_state[group.name]:
+        new = group_state(self._state_of(m) for m in group.instances)
+        old = self._group_state.get(group.name)
+        if new is None or new == old:
             return
-        log.info("group-transition", group=group.name, old=self._group_state[group.name], new=new)
+        log.info("group-transition", group=group.name, old=old, new=new)
+        self._publish("group-transition", group=group.name, old=old, new=new)
         self._group_state[group.name] = new
         queue = self._group_hooks.get(group.name)
         if queue is not None:
             queue.push(hook_argvs(_hooks(group), "GROUP", group.name, new), new)
+
+    def _state_of(self, instance: str) -> State:
+        inst = self.instances.get(instance)
+        return State.INITIALIZE if inst is None else inst.machine.state  # gone: stopped
 
     @staticmethod
     def _primary_address(cfg: InstanceConfig, link: LinkInfo) -> IPAddress:
@@ -414,15 +623,8 @@ class Daemon:
         )
 
     def _teardown(self) -> None:
-        now = boottime()
-        for inst in self.instances.values():
-            inst.machine.shutdown(now)
-            self._pump(inst)
-            if inst.timer is not None:
-                inst.timer.cancel()
-            if inst.cfg.use_vmac:
-                with contextlib.suppress(NetlinkError):
-                    self.addrs.remove_vmac(inst.vip_ifname)
+        for inst in list(self.instances.values()):
+            self._stop_instance(inst)
         if self._control is not None:
             self._control.close()
         for sock in self._sockets.values():
@@ -471,6 +673,18 @@ class Daemon:
             inst.counters["drop:unknown-peer"] += 1
             return
         inst.counters["adverts_received"] += 1
+        if frozenset(advert.addresses) != inst.vip_addresses:
+            # RFC 5798 7.1: a misconfiguration to log. keepalived drops such adverts, so a
+            # mixed pair whose VIP lists differ ends in split brain: say so loudly, once.
+            if not inst.counters["advert-vip-mismatch"]:
+                log.warning(
+                    "advert-vip-mismatch",
+                    instance=inst.cfg.name,
+                    src=str(src),
+                    theirs=sorted(str(a) for a in advert.addresses),
+                    ours=sorted(str(a) for a in inst.vip_addresses),
+                )
+            inst.counters["advert-vip-mismatch"] += 1
         now = boottime()
         self._check_lease(inst, now)
         inst.machine.receive(advert, src, now)
@@ -513,13 +727,20 @@ class Daemon:
             self.drops["peer:unknown-lease"] += 1
             return
         now = boottime()
+        if isinstance(message, peer.Takeover):
+            if message.primary == inst.machine.master_address and inst.machine.take_over(now):
+                inst.counters["peer:takeovers-received"] += 1
+                log.info("takeover-requested", instance=inst.cfg.name, by=message.node)
+                self._after(inst)
+            return
         if isinstance(message, peer.Ping):
             # Confirm only to the master we follow, and only what our timer promises.
             promise = inst.machine.promise(now)
             if promise is None or message.primary != inst.machine.master_address:
                 inst.counters["peer:pings-unconfirmed"] += 1
                 return
-            reply = peer.Confirm(message.lease, self.config.node_name, message.seq, promise)
+            ready = inst.machine.state is State.BACKUP
+            reply = peer.Confirm(message.lease, self.config.node_name, message.seq, promise, ready)
             self._peer_send(peer.encode_confirm(self.config.witness.key, reply), src, port)
             inst.counters["peer:confirms-sent"] += 1
         else:
@@ -528,6 +749,8 @@ class Daemon:
                 inst.counters["peer:stale-confirms"] += 1
                 return
             inst.counters["peer:confirms-received"] += 1
+            if message.ready:
+                inst.peer_ready_at = now
             inst.lease.peer_confirmed(sent_at, message.promise)
             self._after(inst)
 
@@ -574,6 +797,7 @@ class Daemon:
         if isinstance(event, Granted):
             inst.counters["lease:granted"] += 1
             log.info("lease-granted", instance=name, epoch=event.epoch, ttl=event.ttl)
+            self._publish("lease-granted", instance=name, epoch=event.epoch)
             witness = self.config.witness
             if witness is not None and witness.fence_command and self._loop is not None:
                 inst.fence_task = self._loop.create_task(self._fence(inst, witness))
@@ -595,7 +819,14 @@ class Daemon:
             # ourselves now.
             inst.counters[f"lease:lost-{event.reason}"] += 1
             log.warning("self-fence", instance=name, reason=event.reason, epoch=event.epoch)
+            self._publish("self-fence", instance=name, reason=event.reason, epoch=event.epoch)
             inst.machine.lease_lost(now, f"lease-{event.reason}")
+        elif isinstance(event, Released):
+            if inst.handing_over:
+                # Our VIPs are down and the witness has dropped our lease: the peer can
+                # take over at once.
+                inst.handing_over = False
+                self._send_takeover(inst)
         elif isinstance(event, WitnessError):
             inst.counters["lease:witness-errors"] += 1
             log.error("witness-error", instance=name, error=event.error)
@@ -683,14 +914,15 @@ class Daemon:
                     action.priority,
                     time.time(),
                 )
-                log.info(
-                    "transition",
-                    instance=inst.cfg.name,
-                    old=action.old.value,
-                    new=action.new.value,
-                    reason=action.reason,
-                    priority=action.priority,
-                )
+                fields = {
+                    "instance": inst.cfg.name,
+                    "old": action.old.value,
+                    "new": action.new.value,
+                    "reason": action.reason,
+                    "priority": action.priority,
+                }
+                log.info("transition", **fields)
+                self._publish("transition", **fields)
                 self._on_state_changed(inst, action)
 
     def _change_vips(self, inst: InstanceRuntime, add: bool, lifetime: float | None = None) -> None:
@@ -718,6 +950,17 @@ class Daemon:
         if priority and inst.machine.state is State.MASTER and inst.lease is not None:
             self._ping_peers(inst)
 
+    def _send_takeover(self, inst: InstanceRuntime) -> None:
+        assert self.config.witness is not None
+        self._ping_seq += 1
+        message = peer.Takeover(
+            inst.cfg.lease_name, self.config.node_name, self._ping_seq, inst.primary
+        )
+        data = peer.encode_takeover(self.config.witness.key, message)
+        for dst in inst.cfg.peers:
+            self._peer_send(data, dst)
+        inst.counters["peer:takeovers-sent"] += 1
+
     def _ping_peers(self, inst: InstanceRuntime) -> None:
         """Once per advert: ask the peers to confirm they follow us (hold-with-peer)."""
         witness = self.config.witness
@@ -734,6 +977,232 @@ class Daemon:
             self._peer_send(data, dst)
         inst.counters["peer:pings-sent"] += 1
 
+    # ---- operations (the control socket) ---------------------------------------------------
+    def _select(self, instance: str | None) -> list[InstanceRuntime]:
+        if instance is None:
+            return list(self.instances.values())
+        if instance not in self.instances:
+            known = ", ".join(self.instances) or "none"
+            raise ControlError(f"no instance {instance!r} (known: {known})")
+        return [self.instances[instance]]
+
+    def _peer_ready(self, inst: InstanceRuntime) -> bool:
+        seen = inst.peer_ready_at
+        return seen is not None and boottime() - seen <= 3 * inst.machine.advert_interval
+
+    async def failover(self, instance: str | None, force: bool, timeout: float) -> Any:
+        """Planned handover: step down where we are master and wait until a peer advertises
+        as the new master; the gap is from our VIPs going down to its first advert."""
+        masters = [i for i in self._select(instance) if i.machine.state is State.MASTER]
+        if not masters:
+            raise ControlError("this node is master of no such instance: nothing to hand over")
+        not_ready = [i.cfg.name for i in masters if not self._peer_ready(i)]
+        if not_ready and not force:
+            raise ControlError(
+                f"no peer is ready to take over {', '.join(not_ready)}: none confirmed as a "
+                "backup over the peer channel in the last 3 advert intervals (a peer in "
+                "FAULT or maintenance is not ready). Without a peer channel ([witness] and "
+                "peers) use --force."
+            )
+        t0 = boottime()
+        for inst in masters:
+            log.info("handover", instance=inst.cfg.name, forced=bool(not_ready))
+            inst.handing_over = inst.lease is not None and bool(inst.cfg.peers)
+            inst.machine.step_down(t0)
+            self._after(inst)
+        results: dict[str, dict[str, Any]] = {}
+        pending = list(masters)
+        while pending and boottime() - t0 < timeout:
+            await asyncio.sleep(0.005)
+            for inst in list(pending):
+                m = inst.machine
+                if m.master_priority and m.master_address not in (None, inst.primary):
+                    gap = round((boottime() - t0) * 1000, 1)
+                    results[inst.cfg.name] = {"new_master": str(m.master_address), "gap_ms": gap}
+                    pending.remove(inst)
+        for inst in pending:
+            results[inst.cfg.name] = {"new_master": None, "gap_ms": None}
+        self._publish("failover", results=results)
+        return results
+
+    def maintenance(self, on: bool, instance: str | None) -> Any:
+        """Drain (FAULT: give up and refuse mastership) or undrain instances."""
+        result = {}
+        for inst in self._select(instance):
+            self._set_fault(inst, "maintenance", "maintenance" if on else None)
+        self._apply_tracking()  # the rest of a sync group follows a member in maintenance
+        for inst in self._select(instance):
+            result[inst.cfg.name] = inst.machine.state.value
+        self._publish("maintenance", on=on, instances=result)
+        return result
+
+    def _set_fault(self, inst: InstanceRuntime, source: str, reason: str | None) -> None:
+        self._set_faults(inst, {source: reason})
+
+    def _set_faults(self, inst: InstanceRuntime, reasons: Mapping[str, str | None]) -> None:
+        """Faults from several sources (maintenance, trackers, the sync group) combine: the
+        instance is in FAULT while any is set, for the reason set first."""
+        for source, reason in reasons.items():
+            if reason is None:
+                inst.faults.pop(source, None)
+            else:
+                inst.faults[source] = reason
+        fault = next(iter(inst.faults.values()), None)
+        if fault != inst.machine.fault:
+            log.info("fault" if fault else "fault-cleared", instance=inst.cfg.name, reason=fault)
+            inst.machine.set_fault(boottime(), fault)
+            self._after(inst)
+
+    def _reload_on_signal(self) -> None:
+        async def reload() -> None:
+            with contextlib.suppress(ControlError):  # logged by reload()
+                await self.reload()
+
+        assert self._loop is not None
+        self._loop.create_task(reload())
+
+    async def reload(self) -> Any:
+        """Re-read the config file and apply it; a bad file changes nothing."""
+        if self._reloading is None:
+            self._reloading = asyncio.Lock()
+        async with self._reloading:
+            sdnotify.reloading()
+            try:
+                return self._reload()
+            finally:
+                sdnotify.ready()
+                sdnotify.status(self._summary())
+
+    def _reload(self) -> dict[str, list[str]]:
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as exc:
+            log.error("reload-refused", errors=[str(i) for i in exc.issues])
+            raise ControlError(
+                f"{len(exc.issues)} error(s) in the new config; still running the old one:\n{exc}"
+            ) from None
+        fixed = ("node_name", "control_socket", "control_group", "metrics_listen", "witness")
+        needs_restart = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
+        if needs_restart:
+            log.error("reload-refused", needs_restart=needs_restart)
+            raise ControlError(
+                f"changing {', '.join(needs_restart)} needs a restart; still running the old config"
+            )
+        old = {c.name: c for c in self.config.instances}
+        want = {c.name: c for c in new.instances}
+        plan: dict[str, list[str]] = {k: [] for k in ("added", "removed", "changed", "replaced")}
+        plan["unchanged"] = []
+        for name in old:
+            if name not in want:
+                plan["removed"].append(name)
+            elif old[name] == want[name]:
+                plan["unchanged"].append(name)
+            elif _in_place(old[name], want[name]):
+                plan["changed"].append(name)
+            else:
+                plan["replaced"].append(name)
+        plan["added"] = [name for name in want if name not in old]
+        for name in plan["added"] + plan["replaced"]:  # fail before touching anything
+            try:
+                self.addrs.link(want[name].interface)
+            except NetlinkError as exc:
+                raise ControlError(
+                    f"instance {name}: {exc}; still running the old config"
+                ) from None
+        for name in plan["removed"] + plan["replaced"]:
+            self._stop_instance(self.instances[name])
+        self.config = new
+        self._sync_groups()
+        for name in plan["changed"]:
+            self._update_instance(self.instances[name], want[name])
+        for name in plan["added"] + plan["replaced"]:
+            try:
+                self._start_instance(self._create_instance(want[name]))
+            except (StartupError, NetlinkError, OSError) as exc:
+                log.error("instance-start-failed", instance=name, error=str(exc))
+        self._apply_tracking()  # group membership may have changed
+        log.info("reloaded", **plan)
+        self._publish("reload", **plan)
+        return plan
+
+    def _update_instance(self, inst: InstanceRuntime, cfg: InstanceConfig) -> None:
+        """Apply a changed config in place: the VIPs that stay are never taken down."""
+        old, inst.cfg = inst.cfg, cfg
+        now = boottime()
+        inst._advert_cache.clear()
+        inst.__dict__.pop("announcement", None)  # both rebuilt for the new VIPs
+        inst.__dict__.pop("vip_addresses", None)
+        if inst.lease is not None:
+            inst.lease.params = self._lease_params(cfg, inst.machine)
+        self._update_tracking(inst, old, cfg)
+        inst.machine.reconfigure(_params(cfg, inst.primary), now)
+        self._apply_tracking()  # reconfigure set the configured priority; trackers adjust it
+        if inst.machine.state is State.MASTER and old.vips != cfg.vips:
+            for vip in set(old.vips) - set(cfg.vips):
+                with contextlib.suppress(NetlinkError):
+                    self.addrs.remove_vip(inst.vip_ifname, vip)
+            if inst.lease is None:
+                self._change_vips(inst, add=True)
+            else:
+                inst.kernel_expiry = 0.0
+                self._refresh_lifetimes(inst)
+            inst.sender.send(inst.announcement)
+        self._after(inst)
+
+    def _update_tracking(
+        self, inst: InstanceRuntime, old: InstanceConfig, cfg: InstanceConfig
+    ) -> None:
+        if (_hooks(old), old.notify_timeout) != (_hooks(cfg), cfg.notify_timeout):
+            if inst.hooks is not None:
+                self._in_background(inst.hooks.close())  # what was queued still runs
+            inst.hooks = None
+            if _hooks(cfg):
+                inst.hooks = HookQueue(f"instance {cfg.name}", cfg.notify_timeout, inst.counters)
+        previous = inst.tracking
+        if previous is not None and previous.complete:
+            # The current trackers' word on the new configured priority; with new trackers,
+            # it stands until they have all reported (no flap while they start).
+            inst.verdict = judge(cfg.priority, previous.trackers[cfg.name])
+        if old.trackers == cfg.trackers:
+            return
+        # Still waiting for the old trackers' first results to start the machine?
+        starting = inst.track_task is not None and inst.machine.state is State.INITIALIZE
+        if inst.track_task is not None:
+            inst.track_task.cancel()
+            inst.track_task = None
+        if previous is not None:
+            self._in_background(previous.close())
+            inst.tracking = None
+        if not cfg.trackers:
+            inst.verdict = None
+            if starting:
+                self._begin(inst)
+            return
+        inst.tracking = runner = self._tracker_runner(inst)
+        assert self._loop is not None
+        wait = self._start_tracked if starting else self._retrack
+        inst.track_task = self._loop.create_task(wait(inst, runner))
+
+    def _publish(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "at": time.time(), **fields}
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()  # a subscriber that does not read loses the oldest
+            queue.put_nowait(record)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    def _summary(self) -> str:
+        states = ", ".join(f"{n}={i.machine.state.value}" for n, i in self.instances.items())
+        return f"{self.config.node_name}: {states}"
+
     # ---- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {
@@ -742,7 +1211,11 @@ class Daemon:
             "drops": dict(self.drops),
             "instances": [self._instance_status(i) for i in self.instances.values()],
             "groups": [
-                {"name": g.name, "instances": list(g.instances), "state": self._group_state[g.name]}
+                {
+                    "name": g.name,
+                    "instances": list(g.instances),
+                    "state": self._group_state.get(g.name),
+                }
                 for g in self.groups.values()
             ],
         }
@@ -759,7 +1232,7 @@ class Daemon:
             "effective_priority": m.priority,
             "fault": m.fault,
             "group": inst.group,
-            "trackers": [] if self._tracking is None else self._tracking.status(inst.cfg.name),
+            "trackers": [] if inst.tracking is None else inst.tracking.status(inst.cfg.name),
             "hooks_pending": 0 if inst.hooks is None else inst.hooks.pending,
             "vips": [str(v) for v in inst.cfg.vips],
             "primary": str(inst.primary),
@@ -777,6 +1250,9 @@ class Daemon:
                 "at": last.at,
             },
             "counters": dict(inst.counters),
+            "faults": dict(inst.faults),
+            "peer_ready": inst.peer_ready_at is not None
+            and boottime() - inst.peer_ready_at <= 3 * inst.machine.advert_interval,
             "witness": None if inst.lease is None else _lease_status(inst.lease),
         }
 

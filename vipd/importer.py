@@ -145,9 +145,19 @@ class Statement:
 
 
 def _quote_word(word: str) -> str:
-    if word and not any(c.isspace() or c in "\"'#!{}" for c in word):
+    """A word as keepalived would read it back: quoted (with escapes) when needed."""
+    plain = word and word.isprintable() and word[0] not in "@$~"
+    if plain and not any(c.isspace() or c in "\"'#!{}" for c in word):
         return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    out = []
+    for c in word:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif c == " " or c.isprintable():
+            out.append(c)
+        else:
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else "?")
+    return '"' + "".join(out) + '"'
 
 
 # --------------------------------------------------------------------------- parser
@@ -505,10 +515,6 @@ _INSTANCE_REASONS: Final[dict[str, str]] = {
     "debug": _KEEPALIVED_PROCESS,
     "kernel_rx_buf_size": _KEEPALIVED_PROCESS,
     "linkbeat_use_polling": _KEEPALIVED_PROCESS,
-    "skip_check_adv_addr": (
-        "vipd never discards an advert for its address list (it logs a mismatch), so "
-        "there is nothing to skip"
-    ),
     "garp_lower_prio_delay": (
         "vipd re-announces on hearing a lower-priority master with announce_count / "
         "announce_spacing; no separate setting"
@@ -598,6 +604,8 @@ _INSTANCE_SETTINGS: Final = frozenset(
         "use_vmac",
     )
 )
+
+_NO_ADDRESS_CHECK: Final = "vipd never discards an advert for its address list."
 
 # Flags that ask for what vipd always does: converted, with a note in the output.
 _INSTANCE_NOTES: Final = {
@@ -819,10 +827,7 @@ class _Converter:
                 )
             elif kw == "vrrp_skip_check_adv_addr":
                 _bool(st)
-                g.notes.append(
-                    f"vrrp_skip_check_adv_addr ({_where(st)}): vipd never discards an "
-                    "advert for its address list (it logs a mismatch)."
-                )
+                g.notes.append(f"vrrp_skip_check_adv_addr ({_where(st)}): {_NO_ADDRESS_CHECK}")
             elif kw in ("vrrp_lower_prio_no_advert", "vrrp_higher_prio_send_advert"):
                 if _bool(st):
                     self.report(st, _ADVERT_REASONS[kw.removeprefix("vrrp_")])
@@ -929,6 +934,9 @@ class _Converter:
             elif kw in _INSTANCE_NOTES:
                 _none(child)
                 inst.notes.append((child, f"{kw} ({_where(child)}): {_INSTANCE_NOTES[kw]}"))
+            elif kw == "skip_check_adv_addr":
+                _bool(child)
+                inst.notes.append((child, f"{kw} ({_where(child)}): {_NO_ADDRESS_CHECK}"))
             elif kw == "unicast_ttl":
                 if _int(child, 0, 255) != 255:
                     self.report(child, "vipd sends VRRP with TTL 255 and requires it (RFC 5798)")
@@ -1124,7 +1132,8 @@ class _Converter:
             self.report(
                 st,
                 f"VIP left out: vipd puts every VIP on the instance's interface ({interface}), "
-                f"not on {dev}",
+                f"not on {dev}; keepalived peers discard adverts whose address list differs "
+                "from theirs, so a mixed pair needs this VIP gone from keepalived too",
             )
             return None
         brd = options.pop("brd", None)

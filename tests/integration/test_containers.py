@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ class ContainerPair:
             pair.write_config(node)
             node.socket_path = run_dir / "vipd.sock"
 
-    def start(self, name: str) -> Container:
+    def start(self, name: str, extra: Sequence[str] = ()) -> Container:
         node = self.pair.nodes[name]
         container = self.podman.run(
             self.image,
@@ -111,6 +111,7 @@ class ContainerPair:
                 (self.run_dirs[name], "/run/vipd", ""),
                 *self.key_mounts,
             ],
+            extra=extra,
         )
         self.containers[name] = container
         return container
@@ -316,3 +317,30 @@ def test_fenced_failover_with_a_witness_container(
     assert c2.healthcheck() == 0, c2.logs()
     assert w.running(), w.logs()
     probe.stop()
+
+
+def test_vmac_mode_needs_a_writable_proc_sys(
+    make_container_pair: Callable[..., ContainerPair],
+) -> None:
+    """use_vmac writes per-interface ARP sysctls, and containers get /proc/sys read-only: vipd
+    refuses to start with a clear error, and starts with /proc/sys unmasked (still as its
+    unprivileged user: CAP_NET_ADMIN is enough for net sysctls)."""
+    cp = make_container_pair(common={"use_vmac": True})
+    pair = cp.pair
+
+    c1 = cp.start("n1")
+    assert c1.wait_exited() == 1
+    assert "cannot start: cannot write /proc/sys/net/ipv4/conf/" in c1.logs(), c1.logs()
+    assert "Read-only file system" in c1.logs()
+    c1.remove()
+
+    cp.start("n1", extra=["--security-opt", "unmask=/proc/sys"])
+    cp.wait_ready("n1")
+    wait_until(lambda: cp.state("n1") == "master", 10, what="n1 to become master")
+    vmac = f"00:00:5e:00:01:{pair.vrid:02x}"
+    probe = pair.probe()
+    probe.wait_for_success(after=0, node="n1", timeout=10)
+    assert pair.client_mac_for_vip() == vmac
+    probe.stop()
+    sysctl = "/proc/sys/net/ipv4/conf/eth0/arp_announce"
+    assert pair.nodes["n1"].host.run("cat", sysctl).stdout.strip() == "2"

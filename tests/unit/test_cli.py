@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from vipd.cli import vipctl_main, vipd_main
-from vipd.control import ControlServer, request
+from vipd.control import ControlServer, parse, request
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -128,9 +128,12 @@ def test_vipctl_status_table_json_and_health_exit_code(
 def test_control_socket_rejects_garbage_and_unknown_commands(tmp_path: Path) -> None:
     sock = tmp_path / "vipd.sock"
     server = ControlServer(str(sock), FakeDaemon("master"))
-    assert not server.handle(b"\xff\xfe")["ok"]
-    assert not server.handle(b"[1, 2]")["ok"]
-    assert "unknown command" in server.handle(b'{"cmd": "explode"}')["error"]
+    assert isinstance(parse(b"\xff\xfe"), str)
+    assert isinstance(parse(b"[1, 2]"), str)
+    assert "unknown command" in str(parse(b'{"cmd": "explode"}'))
+    assert "maintenance needs" in str(parse(b'{"cmd": "maintenance"}'))
+    assert "timeout" in str(parse(b'{"cmd": "failover", "timeout": -1}'))
+    assert parse(b'{"cmd": "reload"}') == {"cmd": "reload"}
 
     async def main() -> dict[str, Any]:
         await server.start()

@@ -211,8 +211,18 @@ def test_example_reference_documents_every_key() -> None:
     for key in [f.name for f in dataclasses.fields(InstanceConfig)] + [
         "node_name",
         "control_socket",
+        "control_group",
         "log_format",
         "log_level",
+        "metrics_listen",
+        "backend",
+        "address",
+        "endpoints",
+        "key_file",
+        "policy",
+        "peer_port",
+        "fence_command",
+        "fence_timeout",
     ]:
         assert f"{key} = " in text, key
 

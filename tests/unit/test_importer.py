@@ -18,6 +18,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from vipd.cli import vipd_main
 from vipd.config import load_config, parse_config
@@ -28,6 +30,7 @@ from vipd.importer import (
     ImportResult,
     KeepalivedImportError,
     KeepalivedParseError,
+    Statement,
     Unconverted,
     import_keepalived,
     import_keepalived_text,
@@ -130,6 +133,15 @@ def test_quotes_comments_and_escapes() -> None:
     assert st.words == ["notify", "abcd efg h jkl mnop", "x # y", "a\tbAA"]
     [st] = parse_keepalived_text("priority 100! bang comment\n")
     assert st.words == ["priority", "100"]
+
+
+@given(st.lists(st.text(st.characters(max_codepoint=0xFF), max_size=8), min_size=1, max_size=4))
+def test_reported_text_reads_back_as_the_same_words(words: list[str]) -> None:
+    """What the report shows for a line is keepalived syntax for the same words."""
+    assume(words[0] not in ("include", "includer", "includem", "includew", "includeb", "includea"))
+    statement = Statement(words, "k.conf", 1)
+    [back] = parse_keepalived_text(statement.render(limit=10_000))
+    assert back.words == words
 
 
 def test_braces_on_the_next_line_on_one_line_and_glued() -> None:
@@ -343,10 +355,11 @@ def test_vip_forms_dev_label_ipv6_and_options() -> None:
     inst = instance(result)
     assert inst["vips"] == ["192.0.2.100/24", "192.0.2.101/32", "192.0.2.103/24"]
     assert inst["vip_label"] == "eth0:1"
-    assert reasons(result) == [
-        (10, "VIP left out: vipd puts every VIP on the instance's interface (eth0), not on eth1"),
-        (11, "VIP converted without home (no vipd setting)"),
-    ]
+    assert [line for line, _ in reasons(result)] == [10, 11]
+    assert reasons(result)[0][1].startswith(
+        "VIP left out: vipd puts every VIP on the instance's interface (eth0), not on eth1; "
+    )
+    assert reasons(result)[1][1] == "VIP converted without home (no vipd setting)"
 
 
 def test_labels_that_differ_are_reported_per_vip() -> None:

@@ -85,11 +85,16 @@ class Lost:
 
 
 @dataclass(frozen=True, slots=True)
+class Released:
+    epoch: int  # the witness confirmed it dropped our lease
+
+
+@dataclass(frozen=True, slots=True)
 class WitnessError:
     error: str
 
 
-LeaseEvent = Send | Granted | Refused | Lost | WitnessError
+LeaseEvent = Send | Granted | Refused | Lost | Released | WitnessError
 
 _MAX_OUTSTANDING = 64  # requests we remember waiting for; older ones are forgotten
 
@@ -165,6 +170,7 @@ class LeaseClient:
         elif reply.result is Result.RELEASED:
             if self._release is not None and self._release[0] == reply.epoch:
                 self._release = None
+                self._events.append(Released(reply.epoch))
         else:
             self._events.append(WitnessError(reply.error or "witness error"))
         return True

@@ -29,6 +29,7 @@ from vipd.witness.proto import _seal as seal
 
 KIND_PING: Final = b"P"
 KIND_CONFIRM: Final = b"C"
+KIND_TAKEOVER: Final = b"T"
 _MAX_SEQ: Final = 2**63 - 1
 
 
@@ -46,6 +47,28 @@ class Confirm:
     node: str
     seq: int
     promise: float  # seconds
+    ready: bool  # a backup, not in FAULT: it would take over a handover (vipctl failover)
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """Planned handover: the master has dropped the VIP and released the lease; the peer
+    should take over now rather than wait for its timers."""
+
+    lease: str
+    node: str
+    seq: int
+    primary: IPv4Address | IPv6Address  # the old master's VRRP source address
+
+
+def encode_takeover(key: bytes, takeover: Takeover) -> bytes:
+    body = {
+        "lease": takeover.lease,
+        "node": takeover.node,
+        "seq": takeover.seq,
+        "primary": str(takeover.primary),
+    }
+    return seal(key, KIND_TAKEOVER, body)
 
 
 def encode_ping(key: bytes, ping: Ping) -> bytes:
@@ -59,14 +82,15 @@ def encode_confirm(key: bytes, confirm: Confirm) -> bytes:
         "node": confirm.node,
         "seq": confirm.seq,
         "promise": round(confirm.promise, 6),
+        "ready": confirm.ready,
     }
     return seal(key, KIND_CONFIRM, body)
 
 
-def decode(key: bytes, data: bytes) -> Ping | Confirm:
-    """Raises ProtoError (and nothing else) for anything but an authentic ping or confirm."""
+def decode(key: bytes, data: bytes) -> Ping | Confirm | Takeover:
+    """Raises ProtoError (and nothing else) for anything but an authentic peer message."""
     kind = data[3:4] if len(data) >= 4 else b""
-    if kind not in (KIND_PING, KIND_CONFIRM):
+    if kind not in (KIND_PING, KIND_CONFIRM, KIND_TAKEOVER):
         kind = KIND_PING  # let the framing checks name what is wrong
     body = open_body(key, kind, data)
     lease, node, seq = _get(body, "lease"), _get(body, "node"), _get(body, "seq")
@@ -74,19 +98,22 @@ def decode(key: bytes, data: bytes) -> Ping | Confirm:
         raise ProtoError("bad-field", "lease or node")
     if type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
         raise ProtoError("bad-field", "seq")
-    if kind == KIND_PING:
+    if kind in (KIND_PING, KIND_TAKEOVER):
         value = _get(body, "primary")
         try:
             primary = ip_address(value if isinstance(value, str) else "")
         except ValueError:
             raise ProtoError("bad-field", "primary") from None
-        return Ping(lease, node, seq, primary)
+        return (Ping if kind == KIND_PING else Takeover)(lease, node, seq, primary)
     promise = _get(body, "promise")
     if not isinstance(promise, int | float) or type(promise) is bool:
         raise ProtoError("bad-field", "promise")
     if not 0 <= promise <= MAX_SECONDS:
         raise ProtoError("bad-field", "promise")
-    return Confirm(lease, node, seq, float(promise))
+    ready = _get(body, "ready")
+    if not isinstance(ready, bool):
+        raise ProtoError("bad-field", "ready")
+    return Confirm(lease, node, seq, float(promise), ready)
 
 
 def _get(body: dict[str, Any], name: str) -> Any:

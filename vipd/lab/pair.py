@@ -156,7 +156,17 @@ class Pair:
         self.write_config(node)
         host.start_responder(RESPONDER_PORT)
 
-    def write_config(self, node: Node, **overrides: Any) -> None:
+    def write_config(
+        self,
+        node: Node,
+        *,
+        daemon: dict[str, Any] | None = None,
+        instances: Sequence[dict[str, Any]] = (),
+        **overrides: Any,
+    ) -> None:
+        """Write the node's config: the ``vip`` instance with ``overrides``, then the extra
+        ``instances`` (complete [[instance]] tables; ``interface`` defaults to the node's),
+        and extra ``daemon`` keys."""
         instance: dict[str, Any] = {
             "name": "vip",
             "interface": node.host.ifname,
@@ -179,19 +189,21 @@ class Pair:
             f"control_socket = {_toml_value(str(node.socket_path))}",
             'log_format = "json"',
             'log_level = "debug"',
+            *(f"{k} = {_toml_value(v)}" for k, v in (daemon or {}).items()),
             "",
             *self._witness_lines(),
-            "[[instance]]",
-            *(f"{k} = {_toml_value(v)}" for k, v in instance.items()),
-            "",
         ]
-        for more in self.more_instances:
-            table = {
+        extra = (
+            {
                 "interface": node.host.ifname,
                 "priority": node.spec.priority,
                 "advert_interval": self.advert_interval,
-                **more,
             }
+            | t
+            for t in self.more_instances
+        )
+        given = ({"interface": node.host.ifname} | t for t in instances)
+        for table in (instance, *extra, *given):
             lines += ["[[instance]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()), ""]
         for group in self.groups:
             lines += ["[[group]]", *(f"{k} = {_toml_value(v)}" for k, v in group.items()), ""]

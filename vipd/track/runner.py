@@ -2,9 +2,10 @@
 
 Identical checks (same kind, target, interval and timeout) configured on several instances run
 once and feed every tracker that uses them; each tracker keeps its own rise/fall counting and
-weight (:class:`vipd.track.core.Tracker`). ``on_change(instance)`` is called, on the loop,
-whenever one of the instance's trackers changes its judged state (or an OK file tracker its
-value); the daemon then re-judges the instance (:func:`vipd.track.core.judge`).
+weight (:class:`vipd.track.core.Tracker`). ``on_change(instance, tracker)`` is called, on the
+loop, whenever a tracker changes its judged state (or an OK file tracker its value); the
+daemon then re-judges the instance (:func:`vipd.track.core.judge`). The daemon runs one
+runner per instance, so a reload can replace one instance's trackers alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from vipd.track.core import Kind, Tracker, TrackerParams
 log = structlog.get_logger("vipd.track")
 
 Check = Callable[[], Awaitable[tuple[bool, str | None, int]]]
+OnChange = Callable[[str, Tracker], None]
 
 
 @dataclass
@@ -51,10 +53,10 @@ def _probe_key(cfg: TrackConfig) -> tuple[Any, ...]:
 
 class TrackerRunner:
     def __init__(
-        self, instances: Mapping[str, Sequence[TrackConfig]], on_change: Callable[[str], None]
+        self, instances: Mapping[str, Sequence[TrackConfig]], on_change: OnChange | None = None
     ) -> None:
         self.trackers: dict[str, list[Tracker]] = {}
-        self._on_change = on_change
+        self.on_change = on_change
         self._probes: dict[tuple[Any, ...], _Probe] = {}
         self._links: dict[str, list[tuple[str, Tracker]]] = {}
         self._clients: list[httpx.AsyncClient] = []
@@ -129,6 +131,11 @@ class TrackerRunner:
             self._watcher = checks.LinkWatcher(self._links, self._on_link)
             await self._watcher.start()
 
+    @property
+    def complete(self) -> bool:
+        """Every tracker has reported at least once."""
+        return self._complete.is_set()
+
     async def first_results(self) -> None:
         """Until every tracker has its first result (each check is bounded by its timeout)."""
         await self._complete.wait()
@@ -167,7 +174,7 @@ class TrackerRunner:
     def _feed(
         self, subscribers: Sequence[tuple[str, Tracker]], ok: bool, error: str | None, value: int
     ) -> None:
-        changed: list[str] = []
+        changed: list[tuple[str, Tracker]] = []
         for instance, tracker in subscribers:
             was_failing, previous_error = tracker.failures > 0, tracker.last_error
             if not tracker.record(ok, error, value):
@@ -194,11 +201,11 @@ class TrackerRunner:
                 log.info("tracker-ok", **fields)
             else:
                 log.warning("tracker-failed", error=tracker.last_error, **fields)
-            if instance not in changed:
-                changed.append(instance)
+            changed.append((instance, tracker))
         self._check_complete()
-        for instance in changed:
-            self._on_change(instance)
+        if self.on_change is not None:
+            for instance, tracker in changed:
+                self.on_change(instance, tracker)
 
     def _check_complete(self) -> None:
         if not self._complete.is_set() and all(

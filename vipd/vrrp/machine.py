@@ -253,6 +253,34 @@ class Machine:
         self._become_backup(now, reason, self.master_adver_int)
         return True
 
+    def reconfigure(self, params: Params, now: float) -> None:
+        """Apply a reloaded config for the same VRID and address: priority, interval,
+        preemption, announcements. A master advertises the change at once."""
+        if (params.vrid, params.primary, params.fenced) != (
+            self.params.vrid,
+            self.params.primary,
+            self.params.fenced,
+        ):
+            raise ValueError("reconfigure cannot change vrid, primary address or fencing")
+        old, self.params = self.params, params
+        self._announce.params = params.announce
+        if params.priority != old.priority:
+            self.priority = params.priority
+        if self.state is State.MASTER and (
+            params.priority != old.priority or params.advert_interval != old.advert_interval
+        ):
+            self._send_advert(now)
+
+    def take_over(self, now: float) -> bool:
+        """Our master handed over to us (it dropped the VIP): promote now, through the lease
+        when fenced, instead of waiting for Skew_Time. False unless we are a backup."""
+        if self.state is not State.BACKUP or self.acquiring:
+            return False
+        self.master_priority = 0
+        self._master_down_at = now
+        self.handle_timer(now)
+        return True
+
     def handle_timer(self, now: float) -> None:
         if self.state is State.MASTER and self._adver_at is not None and now >= self._adver_at:
             late = now - self._adver_at

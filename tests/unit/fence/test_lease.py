@@ -12,6 +12,7 @@ from vipd.fence.lease import (
     Lost,
     Policy,
     Refused,
+    Released,
     Send,
 )
 from vipd.witness.base import Op, Reply, Request, Result
@@ -141,6 +142,7 @@ def test_release_is_sent_three_times_unless_answered() -> None:
     c.handle_timer(0.75)
     second = sends(c)
     c.on_reply(Reply("web", second[0].req_id, Result.RELEASED, 7), 0.76)
+    assert c.drain() == [Released(7)]
     c.handle_timer(1.0)
     assert [r.op for r in first + second] == [Op.RELEASE, Op.RELEASE]
     assert sends(c) == [] and c.get_timer() is None

@@ -37,7 +37,7 @@ def test_identical_checks_run_once_and_feed_every_instance(tmp_path: Path) -> No
                 "api": [file_tracker(weight, -5)],
                 "idle": [],
             },
-            changes.append,
+            lambda instance, _: changes.append(instance),
         )
         assert len(runner._probes) == 1
         await runner.start()
@@ -74,7 +74,7 @@ def test_script_tracker_rise_and_fall_and_a_killed_hung_script(tmp_path: Path) -
     changes: list[str] = []
 
     async def scenario() -> None:
-        runner = TrackerRunner({"web": [cfg]}, changes.append)
+        runner = TrackerRunner({"web": [cfg]}, lambda instance, _: changes.append(instance))
         await runner.start()
         await asyncio.wait_for(runner.first_results(), 5)
         assert judge(100, runner.trackers["web"]).fault is None
@@ -99,7 +99,7 @@ def test_tcp_tracker_against_a_closed_port() -> None:
     changes: list[str] = []
 
     async def scenario() -> None:
-        runner = TrackerRunner({"web": [cfg]}, changes.append)
+        runner = TrackerRunner({"web": [cfg]}, lambda instance, _: changes.append(instance))
         await runner.start()
         await asyncio.wait_for(runner.first_results(), 5)
         assert judge(100, runner.trackers["web"]).priority == 70

@@ -424,3 +424,16 @@ def test_step_down_hands_over_and_does_not_preempt_back() -> None:
         m.handle_timer(t)
     assert m.state is State.BACKUP
     assert not machine(100).step_down(0.0)
+
+
+def test_take_over_promotes_at_once_through_the_lease() -> None:
+    m = machine(100, fenced=True)
+    m.start(0.0)
+    m.receive(advert(200), PEER, 0.5)
+    m.drain()
+    assert m.take_over(0.6)
+    assert m.drain() == [AcquireLease()]
+    m.lease_granted(0.61)
+    changes = [a for a in m.drain() if isinstance(a, StateChanged)]
+    assert changes == [StateChanged(State.BACKUP, State.MASTER, "master-released", 100)]
+    assert not m.take_over(0.7)  # only a backup takes over

@@ -1,0 +1,92 @@
+"""A short seeded chaos run (benchmarks/chaos.py in small): a fenced pair, a fixed schedule of
+about a minute of faults drawn from every default kind, and the invariant checker.
+
+Asserted: what no machine load excuses (docs/chaos.md): never two connected holders (S1), no VIP
+left on any interface once the daemons stopped, service always comes back, no flapping. Whether
+each outage stayed within its fault's bound is a timing figure: printed for the record (and
+judged by benchmarks/chaos.py), not asserted here.
+
+The schedule is a pure function of the seed; replay this run at full verbosity with
+``python benchmarks/chaos.py --seed 20261121 --duration 60 --interval 0.2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vipd.lab.chaos import (
+    DEFAULT_KINDS,
+    ChaosRunner,
+    Fault,
+    Phase,
+    Timing,
+    evaluate,
+    make_schedule,
+    start_fenced_pair,
+    timing_for,
+)
+from vipd.lab.netns import Lab
+from vipd.lab.pair import logs
+
+SEED = 20261121
+DURATION = 60.0
+INTERVAL = 0.2  # like test_fencing: Master_Down_Interval ~0.72 s, robust on a busy CI machine
+
+
+def test_schedule_is_a_function_of_the_seed() -> None:
+    timing = Timing(advert_interval=0.1, lease_ttl=0.34)
+    one = make_schedule(SEED, 300, timing)
+    assert one == make_schedule(SEED, 300, timing)
+    assert one != make_schedule(SEED + 1, 300, timing)
+    assert {f.kind for f in one} <= set(DEFAULT_KINDS)
+    assert all(f.hold >= timing.lease_ttl + 3.0 for f in one if f.kind in ("kill", "freeze"))
+    assert make_schedule(SEED, 300, timing, kinds=["crash"])[0].kind == "crash"
+    with pytest.raises(ValueError):
+        make_schedule(SEED, 300, timing, kinds=["nonsense"])
+
+
+def test_checker_counts_dual_holders_only_while_both_are_connected() -> None:
+    phases = [Phase(0.0, "steady", "steady", 0.0), Phase(1.0, "kill n1", "kill", 0.5, 1)]
+    holders = {"n1": [(0.0, True), (3.0, False)], "n2": [(0.0, False), (1.4, True)]}
+    macs = {"n1": "aa", "n2": "bb"}
+    arp = [(0.0, "aa"), (1.45, "bb")]
+    cut_early = {"n1": [(0.0, False), (1.01, True)], "n2": [(0.0, False)]}
+    report = evaluate(
+        seed=1, phases=phases, holders=holders, cut=cut_early, arp=arp, macs=macs,
+        outages=[(0.99, 1.46)], end=4.0,
+    )  # fmt: skip
+    assert report.dual_holder_seconds == 0.0
+    assert report.ok, report.violations
+    cut_late = {"n1": [(0.0, False), (1.01, True), (2.0, False)], "n2": [(0.0, False)]}
+    report = evaluate(
+        seed=1, phases=phases, holders=holders, cut=cut_late, arp=arp, macs=macs,
+        outages=[(0.99, 1.6)], end=4.0, left_behind={"n2": ["192.0.2.100/24"]},
+    )  # fmt: skip
+    assert report.dual_holder_seconds == pytest.approx(1.0)
+    kinds = sorted(v.split(":")[0] for v in report.violations)
+    assert kinds == ["S1", "bound", "left-behind"], report.violations
+    assert [v.split(":")[0] for v in report.safety_violations] == ["S1", "left-behind"]
+
+
+@pytest.mark.netns
+def test_short_seeded_chaos_run_keeps_the_invariants(tmp_path: Path) -> None:
+    with Lab() as lab:
+        pair = start_fenced_pair(lab, tmp_path, INTERVAL)
+        try:
+            timing = timing_for(pair)
+            schedule: list[Fault] = make_schedule(SEED, DURATION, timing)
+            runner = ChaosRunner(pair, schedule, timing, SEED, say=print)
+            report = runner.run()
+            print(report.summary())
+            print(report.outage_table())
+            failed = report.safety_violations
+            if failed:
+                print(logs(list(pair.nodes.values())))
+            assert not failed, report.summary()
+            assert report.dual_holder_seconds == 0.0
+            assert not report.left_behind
+            assert report.samples > 0 and report.outages  # the faults did bite
+        finally:
+            pair.close()
