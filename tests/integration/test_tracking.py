@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from vipd.control import request
 from vipd.lab.pair import Pair, wait_until
 
 from .conftest import PairFactory
@@ -294,6 +295,36 @@ def test_a_slow_hook_does_not_delay_adverts(make_pair: PairFactory) -> None:
     assert counter(pair, "n2", "transitions") == n2_transitions
     assert counter(pair, "n1", "adverts_sent") > sent + 5
     assert inst(pair, "n1")["hooks_pending"] == 0
+
+
+def test_reload_adds_and_removes_trackers_and_hooks_in_place(make_pair: PairFactory) -> None:
+    pair = make_pair(advert_interval=INTERVAL)
+    start(pair)
+    n1 = pair.nodes["n1"]
+    drain, log = pair.workdir / "drain", pair.workdir / "n1.hooks"
+    drain.write_text("1")
+    configure(
+        pair,
+        "n1",
+        track_files=[{"name": "drain", "path": str(drain), "weight": 0}],
+        notify=hook_command(log, "notify"),
+    )
+    answer = request(str(n1.socket_path), "reload", timeout=20)
+    assert answer["ok"] and answer["result"]["changed"] == ["vip"], answer
+    wait_until(lambda: pair.holders() == ["n2"], 20, what="n2 to take the VIP")
+    assert inst(pair, "n1")["fault"] == "track:drain"
+    wait_until(lambda: lines(log) == ["notify INSTANCE vip FAULT 150"], 10, what="FAULT hook")
+
+    drain.write_text("0")
+    wait_until(lambda: pair.holders() == ["n1"], 30, what="n1 to take the VIP back")
+    wait_until(lambda: lines(log)[-1:] == ["notify INSTANCE vip MASTER 150"], 10)
+
+    del n1.spec.extra["track_files"], n1.spec.extra["notify"]
+    pair.write_config(n1)
+    answer = request(str(n1.socket_path), "reload", timeout=20)
+    assert answer["ok"] and answer["result"]["changed"] == ["vip"], answer
+    assert inst(pair, "n1")["trackers"] == []
+    assert inst(pair, "n1")["state"] == "master"  # never left it
 
 
 # ---- sync groups ------------------------------------------------------------------------------
