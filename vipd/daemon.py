@@ -474,9 +474,15 @@ class Daemon:
     async def _retrack(self, inst: InstanceRuntime, runner: TrackerRunner) -> None:
         """A reload changed the trackers: the new ones take over once each has reported;
         until then the old verdict stands (no flap while they start)."""
-        await runner.start()
-        await runner.first_results()
-        inst.track_task = None
+        try:
+            await runner.start()
+            await runner.first_results()
+        except Exception:
+            log.exception("tracking-failed", instance=inst.cfg.name)
+            return
+        finally:
+            if inst.track_task is asyncio.current_task():
+                inst.track_task = None
         if inst.tracking is runner:
             inst.verdict = judge(inst.cfg.priority, runner.trackers[inst.cfg.name])
             self._apply_tracking()
@@ -906,7 +912,6 @@ class Daemon:
                 log.debug("announce", instance=inst.cfg.name, reason=action.reason, frames=sent)
             elif isinstance(action, StateChanged):
                 inst.counters["transitions"] += 1
-                inst.counters[f"transition:{action.reason}"] += 1
                 inst.last_transition = Transition(
                     action.old.value,
                     action.new.value,
@@ -914,6 +919,7 @@ class Daemon:
                     action.priority,
                     time.time(),
                 )
+                inst.counters[f"transition:{action.reason}"] += 1
                 fields = {
                     "instance": inst.cfg.name,
                     "old": action.old.value,
