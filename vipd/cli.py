@@ -210,5 +210,16 @@ def _status_table(status: dict[str, Any]) -> str:
         )
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    for i in status["instances"]:
+        if i.get("fault"):
+            lines.append(f"{i['name']}: in FAULT because of {i['fault']}")
+        for t in i.get("trackers") or []:
+            judged = {True: "ok", False: "FAILED", None: "pending"}[t["ok"]]
+            line = f"{i['name']}: tracker {t['name']} ({t['kind']}, weight {t['weight']}): {judged}"
+            if t["ok"] is False and t.get("last_error"):
+                line += f": {t['last_error']}"
+            lines.append(line)
+    for g in status.get("groups") or []:
+        lines.append(f"group {g['name']} ({', '.join(g['instances'])}): {g['state'] or '-'}")
     lines.append(f"node {status['node']}, up {status['uptime']:.0f} s")
     return "\n".join(line.rstrip() for line in lines)

@@ -19,6 +19,7 @@ import re
 import shlex
 import socket
 import tomllib
+import urllib.parse
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,9 +44,11 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "DaemonConfig",
+    "GroupConfig",
     "IPAddress",
     "IPInterface",
     "InstanceConfig",
+    "TrackConfig",
     "WitnessConfig",
     "load_config",
     "parse_config",
@@ -70,6 +73,7 @@ _DAEMON_KEYS: Final = (
     "log_level",
     "metrics_listen",
 )
+_NOTIFY_KEYS: Final = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
 _INSTANCE_KEYS: Final = (
     "name",
     "interface",
@@ -91,6 +95,13 @@ _INSTANCE_KEYS: Final = (
     "lease_name",
     "lease_ttl",
     "peers",
+    "track_interfaces",
+    "track_scripts",
+    "track_http",
+    "track_tcp",
+    "track_files",
+    *_NOTIFY_KEYS,
+    "notify_timeout",
 )
 _WITNESS_KEYS: Final = (
     "backend",
@@ -102,7 +113,18 @@ _WITNESS_KEYS: Final = (
     "fence_command",
     "fence_timeout",
 )
-_TOP_KEYS: Final = ("daemon", "witness", "instance")
+_GROUP_KEYS: Final = ("name", "instances", *_NOTIFY_KEYS, "notify_timeout")
+_TOP_KEYS: Final = ("daemon", "witness", "instance", "group")
+_CHECK_KEYS: Final = ("timeout", "interval", "rise", "fall", "weight")
+# tracker key -> (kind, keys of one entry)
+_TRACK_KINDS: Final = {
+    "track_interfaces": ("interface", ("name", "weight")),
+    "track_scripts": ("script", ("name", "command", *_CHECK_KEYS)),
+    "track_http": ("http", ("name", "url", "status", "verify_tls", *_CHECK_KEYS)),
+    "track_tcp": ("tcp", ("name", "address", *_CHECK_KEYS)),
+    "track_files": ("file", ("name", "path", "interval", "weight")),
+}
+DEFAULT_NOTIFY_TIMEOUT: Final = 10.0
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _IFNAMSIZ: Final = 16  # Linux: 15 bytes + NUL
@@ -111,6 +133,39 @@ _MAX_VIPS: Final = 255  # "Count IPvX Addr" is an 8-bit field in the VRRPv3 head
 
 
 # --------------------------------------------------------------------------- public API
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """One tracker of an instance (docs/tracking.md); which fields matter depends on kind."""
+
+    kind: str  # "interface", "script", "http", "tcp" or "file"
+    name: str  # unique in its instance; an interface tracker's name is the interface
+    weight: int = 0  # 0: FAULT while failed; > 0: added while OK; < 0: added while failed
+    rise: int = 1
+    fall: int = 1
+    interval: float = 1.0  # seconds between checks (not interface)
+    timeout: float = 1.0  # seconds a check may take (script, http, tcp)
+    command: tuple[str, ...] = ()  # script
+    url: str = ""  # http
+    status: int = 200  # http: the expected status
+    verify_tls: bool = True  # https
+    address: tuple[str, int] | None = None  # tcp
+    path: str = ""  # file
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """A sync group (keepalived's ``vrrp_sync_group``): instances that fail over together."""
+
+    name: str
+    instances: tuple[str, ...]
+    notify: tuple[str, ...] = ()
+    notify_master: tuple[str, ...] = ()
+    notify_backup: tuple[str, ...] = ()
+    notify_fault: tuple[str, ...] = ()
+    notify_stop: tuple[str, ...] = ()
+    notify_timeout: float = DEFAULT_NOTIFY_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -137,6 +192,28 @@ class InstanceConfig:
     lease_name: str = ""  # the lease both nodes share; defaults to the instance name
     lease_ttl: float | None = None  # None: this instance's Master_Down_Interval
     peers: tuple[IPAddress, ...] = ()  # peer-channel addresses; defaults to unicast_peers
+    track_interfaces: tuple[TrackConfig, ...] = ()
+    track_scripts: tuple[TrackConfig, ...] = ()
+    track_http: tuple[TrackConfig, ...] = ()
+    track_tcp: tuple[TrackConfig, ...] = ()
+    track_files: tuple[TrackConfig, ...] = ()
+    notify: tuple[str, ...] = ()  # run with INSTANCE <name> <STATE> <priority> appended
+    notify_master: tuple[str, ...] = ()
+    notify_backup: tuple[str, ...] = ()
+    notify_fault: tuple[str, ...] = ()
+    notify_stop: tuple[str, ...] = ()
+    notify_timeout: float = DEFAULT_NOTIFY_TIMEOUT
+
+    @property
+    def trackers(self) -> tuple[TrackConfig, ...]:
+        """Every tracker, in the order of the keys above."""
+        return (
+            *self.track_interfaces,
+            *self.track_scripts,
+            *self.track_http,
+            *self.track_tcp,
+            *self.track_files,
+        )
 
     @property
     def family(self) -> int:
@@ -175,6 +252,7 @@ class DaemonConfig:
     witness: WitnessConfig | None = None
     control_group: str | None = None  # socket mode 0660 for this group; None: root only
     metrics_listen: tuple[str, int] | None = None  # Prometheus /metrics; None: off
+    groups: tuple[GroupConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -774,6 +852,39 @@ def _command(value: object) -> tuple[str, ...]:
     raise _Invalid(f"must be a command (string or array of strings), got {_show(value)}")
 
 
+def _tracker_name(value: object) -> str:
+    if (
+        isinstance(value, str)
+        and 1 <= len(value) <= 128
+        and value.isprintable()
+        and not any(c.isspace() for c in value)
+    ):
+        return value
+    raise _Invalid(f"must be 1..128 printable characters without spaces, got {_show(value)}")
+
+
+def _http_url(value: object) -> str:
+    if isinstance(value, str) and value.isprintable() and not any(c.isspace() for c in value):
+        try:
+            parts = urllib.parse.urlsplit(value)
+            _ = parts.port  # raises ValueError for a port that is not 0..65535
+        except ValueError:
+            pass
+        else:
+            if parts.scheme in ("http", "https") and parts.hostname:
+                return value
+    raise _Invalid(
+        f'must be an http:// or https:// URL like "http://127.0.0.1:8080/health", '
+        f"got {_show(value)}"
+    )
+
+
+def _abs_path(value: object) -> str:
+    if isinstance(value, str) and value.startswith("/") and "\0" not in value:
+        return value
+    raise _Invalid(f"must be an absolute path, got {_show(value)}")
+
+
 def _read_key(path: str) -> bytes:
     try:
         return load_key(path)
@@ -810,6 +921,7 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
     witness = _build_witness(report, top, raw, source)
 
     instances: list[InstanceConfig | None] = []
+    seen = _Seen()
     instance_data = raw.get("instance")
     if instance_data is None:
         top.error("instance", "at least one [[instance]] table is required")
@@ -819,13 +931,14 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
             f"must be one or more [[instance]] tables, got {_show(instance_data)}",
         )
     else:
-        seen = _Seen()
         for index, item in enumerate(instance_data):
             if not isinstance(item, dict):
                 top.error("instance", f"must be a table, got {_show(item)}", index)
                 instances.append(None)
                 continue
             instances.append(_build_instance(report, index, item, seen, witness is not None))
+
+    groups = _build_groups(report, top, raw, set(seen.names))
 
     if report.issues:
         return None
@@ -839,6 +952,7 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
         witness=witness,
         control_group=control_group,
         metrics_listen=metrics_listen,
+        groups=groups,
     )
 
 
@@ -938,6 +1052,9 @@ def _build_instance(
         t.error("fence", "needs a [witness] table (the witness that grants the lease)")
     lease_name = t.take("lease_name", _instance_name, "")
     lease_ttl = t.take("lease_ttl", _seconds(0.05, 3600), None)
+    trackers = _build_trackers(report, t)
+    hooks = _take_hooks(t)
+    notify_timeout = t.take("notify_timeout", _seconds(0.1, 3600), DEFAULT_NOTIFY_TIMEOUT)
 
     # --- vips: non-empty, one family, no duplicates here or in earlier instances
     family: int | None = None
@@ -1082,4 +1199,197 @@ def _build_instance(
         lease_name=lease_name or name,
         lease_ttl=lease_ttl,
         peers=tuple(p for _, p in fence_peers) or tuple(p for _, p in peer_items),
+        track_interfaces=trackers["track_interfaces"],
+        track_scripts=trackers["track_scripts"],
+        track_http=trackers["track_http"],
+        track_tcp=trackers["track_tcp"],
+        track_files=trackers["track_files"],
+        notify=hooks["notify"],
+        notify_master=hooks["notify_master"],
+        notify_backup=hooks["notify_backup"],
+        notify_fault=hooks["notify_fault"],
+        notify_stop=hooks["notify_stop"],
+        notify_timeout=notify_timeout,
     )
+
+
+_TRACK_EXAMPLES: Final = {
+    "track_interfaces": '[{name = "eth1", weight = -50}]',
+    "track_scripts": '[{command = "/usr/local/bin/check-nginx", weight = 0}]',
+    "track_http": '[{url = "http://127.0.0.1:8080/health"}]',
+    "track_tcp": '[{address = "127.0.0.1:8080"}]',
+    "track_files": '[{path = "/run/vipd/web.weight", weight = 10}]',
+}
+
+
+def _take_hooks(t: _Table) -> dict[str, tuple[str, ...]]:
+    no_command: tuple[str, ...] = ()
+    return {key: t.take(key, _command, no_command) for key in _NOTIFY_KEYS}
+
+
+def _build_trackers(report: _Report, t: _Table) -> dict[str, tuple[TrackConfig, ...]]:
+    """Every track_* array of one instance; tracker names must be unique in the instance."""
+    result: dict[str, tuple[TrackConfig, ...]] = {}
+    names: dict[str, str] = {}
+    for key, (kind, keys) in _TRACK_KINDS.items():
+        result[key] = ()
+        if key not in t.data:
+            continue
+        value = t.data[key]
+        example = _TRACK_EXAMPLES[key]
+        if not isinstance(value, list):
+            t.error(key, f"must be an array of tables like {example}, got {_show(value)}")
+            continue
+        built: list[TrackConfig] = []
+        for index, item in enumerate(value):
+            if kind == "interface" and isinstance(item, str):
+                item = {"name": item}  # shorthand: track_interfaces = ["eth1"]
+            if not isinstance(item, dict):
+                t.error(key, f"must be a table like {example[1:-1]}, got {_show(item)}", index)
+                continue
+            entry = _Table(report, (*t.path, key, index), t.name(key, index), item)
+            entry.check_unknown(keys)
+            tracker = _build_tracker(entry, kind)
+            if entry.bad:
+                t.bad.add(key)
+            if tracker is None:
+                continue
+            other = names.get(tracker.name)
+            if other is not None:
+                entry.error(
+                    "name",
+                    f"duplicate tracker name {tracker.name!r} (also {other}); "
+                    "give each tracker of an instance its own name",
+                )
+                t.bad.add(key)
+                continue
+            names[tracker.name] = f"{key}[{index}]"
+            built.append(tracker)
+        result[key] = tuple(built)
+    return result
+
+
+def _build_tracker(entry: _Table, kind: str) -> TrackConfig | None:
+    weight = entry.take("weight", _int_range(-254, 254), 1 if kind == "file" else 0)
+    rise = entry.take("rise", _int_range(1, 1000), 1)
+    fall = entry.take("fall", _int_range(1, 1000), 1)
+    interval = entry.take("interval", _seconds(0.1, 3600), 1.0)
+    timeout = entry.take("timeout", _seconds(0.1, 3600), interval)
+    # An interface tracker's name is the interface; other trackers may be given a label.
+    label = "" if kind == "interface" else entry.take("name", _tracker_name, "")
+    common: dict[str, Any] = {
+        "kind": kind,
+        "weight": weight,
+        "rise": rise,
+        "fall": fall,
+        "interval": interval,
+        "timeout": timeout,
+    }
+    name: str | None
+    if kind == "interface":
+        name = entry.require("name", _ifname, '"eth1"')
+        if name is None:
+            return None
+    elif kind == "script":
+        command = entry.require("command", _command, '"/usr/local/bin/check-nginx"')
+        if command is None:
+            return None
+        common["command"] = command
+        name = label or os.path.basename(command[0]) or command[0]
+    elif kind == "http":
+        url = entry.require("url", _http_url, '"http://127.0.0.1:8080/health"')
+        common["status"] = entry.take("status", _int_range(100, 599), 200)
+        common["verify_tls"] = entry.take("verify_tls", _bool, True)
+        if url is None:
+            return None
+        common["url"] = url
+        name = label or url
+    elif kind == "tcp":
+        address = entry.require("address", _host_port, '"127.0.0.1:8080"')
+        if address is None:
+            return None
+        common["address"] = address
+        host, port = address
+        name = label or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    else:
+        path = entry.require("path", _abs_path, '"/run/vipd/web.weight"')
+        if path is None:
+            return None
+        common["path"] = path
+        name = label or path
+    if entry.bad:
+        return None
+    return TrackConfig(name=name, **common)
+
+
+def _build_groups(
+    report: _Report, top: _Table, raw: Mapping[str, Any], instance_names: set[str]
+) -> tuple[GroupConfig, ...]:
+    data = raw.get("group")
+    if data is None:
+        return ()
+    if not isinstance(data, list) or not data:
+        top.error("group", f"must be one or more [[group]] tables, got {_show(data)}")
+        return ()
+    groups: list[GroupConfig] = []
+    names: dict[str, str] = {}
+    member_of: dict[str, str] = {}
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            top.error("group", f"must be a table, got {_show(item)}", index)
+            continue
+        raw_name = item.get("name")
+        label = f"group[{index}]"
+        if isinstance(raw_name, str) and _NAME_RE.fullmatch(raw_name):
+            label = f"{label} ({raw_name})"
+        g = _Table(report, ("group", index), label, item)
+        g.check_unknown(_GROUP_KEYS)
+        name = g.require("name", _instance_name, '"web"')
+        if name is not None:
+            other = names.get(name)
+            if other is not None:
+                g.error("name", f"duplicate group name {name!r} (also {other})")
+            else:
+                names[name] = f"group[{index}]"
+        members = g.take_list("instances", _instance_name, "instance names")
+        if "instances" not in item:
+            g.error("instances", 'required key is missing (e.g. instances = ["web", "api"])')
+        elif members is not None and not item["instances"]:
+            g.error("instances", "must list at least one instance, got an empty array")
+        here: dict[str, int] = {}
+        for j, member in members or []:
+            if member not in instance_names:
+                g.error("instances", f"no [[instance]] is named {member!r}", j)
+            elif member in here:
+                g.error(
+                    "instances",
+                    f"duplicate instance {member!r} (also instances[{here[member]}])",
+                    j,
+                )
+            elif member in member_of:
+                g.error(
+                    "instances",
+                    f"{member!r} is already in group {member_of[member]!r}; an instance "
+                    "belongs to one group at most",
+                    j,
+                )
+            else:
+                here[member] = j
+                member_of[member] = name or label
+        hooks = _take_hooks(g)
+        notify_timeout = g.take("notify_timeout", _seconds(0.1, 3600), DEFAULT_NOTIFY_TIMEOUT)
+        if g.bad or name is None or members is None:
+            continue
+        groups.append(
+            GroupConfig(
+                name=name,
+                instances=tuple(m for _, m in members),
+                notify=hooks["notify"],
+                notify_master=hooks["notify_master"],
+                notify_backup=hooks["notify_backup"],
+                notify_fault=hooks["notify_fault"],
+                notify_stop=hooks["notify_stop"],
+                notify_timeout=notify_timeout,
+            )
+        )
+    return tuple(groups)

@@ -16,7 +16,7 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
@@ -26,7 +26,14 @@ import structlog
 from vipd import sdnotify
 from vipd.announce.frames import announcement_frames, vmac_for
 from vipd.announce.schedule import AnnounceParams
-from vipd.config import ConfigError, DaemonConfig, InstanceConfig, WitnessConfig, load_config
+from vipd.config import (
+    ConfigError,
+    DaemonConfig,
+    GroupConfig,
+    InstanceConfig,
+    WitnessConfig,
+    load_config,
+)
 from vipd.control import ControlError, ControlServer
 from vipd.fence import peer
 from vipd.fence.lease import (
@@ -46,6 +53,19 @@ from vipd.net.addrs import AddressManager, LinkInfo, NetlinkError
 from vipd.net.packet import FrameSender
 from vipd.net.peer import PeerSocket
 from vipd.net.vrrpsock import VrrpSocket
+from vipd.track.core import (
+    HOOK_STATES,
+    Hooks,
+    Tracker,
+    Verdict,
+    group_faults,
+    group_state,
+    group_step_downs,
+    hook_argvs,
+    judge,
+)
+from vipd.track.hooks import HookQueue
+from vipd.track.runner import TrackerRunner
 from vipd.vrrp.machine import (
     AcquireLease,
     AddVips,
@@ -113,6 +133,11 @@ class InstanceRuntime:
     handing_over: bool = False  # tell the peer to take over once the witness confirms release
     fence_task: asyncio.Task[None] | None = None
     faults: dict[str, str] = field(default_factory=dict)  # source -> reason (maintenance, ...)
+    hooks: HookQueue | None = None  # notify commands, run in order off the VRRP path
+    group: str | None = None  # the sync group it belongs to
+    tracking: TrackerRunner | None = None  # its trackers; None without any
+    verdict: Verdict | None = None  # what its trackers said, once each had reported
+    track_task: asyncio.Task[None] | None = None  # waiting for the trackers' first results
     _advert_cache: dict[int, list[tuple[IPAddress, bytes]]] = field(default_factory=dict)
 
     @functools.cached_property
@@ -158,6 +183,19 @@ _IN_PLACE = frozenset(
         "announce_refresh",
         "lease_ttl",
         "peers",
+        # docs/tracking.md: new trackers take over once they have reported; hooks queued
+        # before the reload still run.
+        "track_interfaces",
+        "track_scripts",
+        "track_http",
+        "track_tcp",
+        "track_files",
+        "notify",
+        "notify_master",
+        "notify_backup",
+        "notify_fault",
+        "notify_stop",
+        "notify_timeout",
     }
 )
 
@@ -199,6 +237,11 @@ class Daemon:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._reloading: asyncio.Lock | None = None
         self.started = boottime()
+        self.groups: dict[str, GroupConfig] = {}
+        self._group_of: dict[str, str] = {}  # instance -> its sync group
+        self._group_state: dict[str, str | None] = {}
+        self._group_hooks: dict[str, HookQueue] = {}
+        self._background: set[asyncio.Task[None]] = set()  # closing trackers and hook queues
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def run(self, shutdown: asyncio.Event | None = None) -> None:
@@ -213,6 +256,7 @@ class Daemon:
         watchdog: asyncio.Task[None] | None = None
         metrics: Any = None
         try:
+            self._sync_groups()
             for cfg in self.config.instances:
                 self._create_instance(cfg)
             if self.config.witness is not None and self._by_lease:
@@ -225,6 +269,7 @@ class Daemon:
                 metrics = self._start_metrics(self.config.metrics_listen)
             for inst in self.instances.values():
                 self._start_instance(inst)
+            await self._started()
             # Sockets are bound and every instance knows its state: tell systemd.
             sdnotify.ready()
             sdnotify.status(self._summary())
@@ -236,8 +281,9 @@ class Daemon:
                 watchdog.cancel()
             if metrics is not None:
                 metrics.close()
-            self._teardown()
+            self._teardown()  # queues the STOP hooks
             await self._stop_fencing()
+            await self._drain()
 
     def _create_instance(self, cfg: InstanceConfig) -> InstanceRuntime:
         """Resolve the instance's interface and sockets; it starts in INITIALIZE."""
@@ -275,6 +321,11 @@ class Daemon:
             primary=primary,
             checksum=ChecksumMode(cfg.checksum),
         )
+        if _hooks(cfg):
+            inst.hooks = HookQueue(f"instance {cfg.name}", cfg.notify_timeout, inst.counters)
+        if cfg.trackers:
+            inst.tracking = self._tracker_runner(inst)
+        inst.group = self._group_of.get(cfg.name)
         self.instances[cfg.name] = inst
         self._by_vrid[key][cfg.vrid] = inst
         if cfg.fence and self.config.witness is not None:
@@ -283,6 +334,19 @@ class Daemon:
         return inst
 
     def _start_instance(self, inst: InstanceRuntime) -> None:
+        """Start the machine; with trackers, start them first and the machine once each has
+        reported (bounded by its check's timeout), so the instance starts with the priority
+        and fault its trackers give it."""
+        if inst.tracking is None:
+            self._apply_tracking()  # a group member may be in FAULT already
+            self._begin(inst)
+            return
+        assert self._loop is not None
+        inst.track_task = self._loop.create_task(
+            self._start_tracked(inst, inst.tracking), name=f"start {inst.cfg.name}"
+        )
+
+    def _begin(self, inst: InstanceRuntime) -> None:
         cfg = inst.cfg
         log.info(
             "instance-start",
@@ -290,6 +354,8 @@ class Daemon:
             interface=cfg.interface,
             vrid=cfg.vrid,
             priority=cfg.priority,
+            effective_priority=inst.machine.priority,
+            fault=inst.machine.fault,
             primary=str(inst.primary),
             vips=[str(v) for v in cfg.vips],
             mode="unicast" if cfg.unicast_peers else "multicast",
@@ -301,8 +367,16 @@ class Daemon:
     def _stop_instance(self, inst: InstanceRuntime) -> None:
         """Shut one instance down (priority-0 advert, VIPs off, lease released) and forget
         it; sockets no other instance uses are closed."""
+        if inst.track_task is not None:
+            inst.track_task.cancel()
+            inst.track_task = None
+        if inst.tracking is not None:
+            self._in_background(inst.tracking.close())
+            inst.tracking = None
         inst.machine.shutdown(boottime())
         self._pump(inst)
+        if inst.hooks is not None:
+            self._in_background(inst.hooks.close())  # after its STOP hooks ran
         if inst.timer is not None:
             inst.timer.cancel()
             inst.timer = None
@@ -378,6 +452,160 @@ class Daemon:
             await self.witness.close()  # lets the releases sent at teardown go out
         if self._peer is not None:
             await self._peer.close()
+
+    # ---- tracking, sync groups, hooks (docs/tracking.md; the rules: vipd.track.core) --------
+    def _tracker_runner(self, inst: InstanceRuntime) -> TrackerRunner:
+        runner = TrackerRunner({inst.cfg.name: inst.cfg.trackers})
+        runner.on_change = functools.partial(self._on_tracker_change, inst, runner)
+        return runner
+
+    async def _start_tracked(self, inst: InstanceRuntime, runner: TrackerRunner) -> None:
+        try:
+            await runner.start()
+            await runner.first_results()
+            inst.verdict = judge(inst.cfg.priority, runner.trackers[inst.cfg.name])
+        except Exception:  # never leave an instance unstarted; but not as a candidate
+            log.exception("tracking-failed", instance=inst.cfg.name)
+            inst.verdict = Verdict(inst.cfg.priority, "track:failed-to-start")
+        inst.track_task = None
+        self._apply_tracking()
+        self._begin(inst)
+
+    async def _retrack(self, inst: InstanceRuntime, runner: TrackerRunner) -> None:
+        """A reload changed the trackers: the new ones take over once each has reported;
+        until then the old verdict stands (no flap while they start)."""
+        try:
+            await runner.start()
+            await runner.first_results()
+        except Exception:
+            log.exception("tracking-failed", instance=inst.cfg.name)
+            return
+        finally:
+            if inst.track_task is asyncio.current_task():
+                inst.track_task = None
+        if inst.tracking is runner:
+            inst.verdict = judge(inst.cfg.priority, runner.trackers[inst.cfg.name])
+            self._apply_tracking()
+
+    async def _started(self) -> None:
+        """Until every instance has started (those with trackers: after their first results)."""
+        tasks = [i.track_task for i in self.instances.values() if i.track_task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _on_tracker_change(
+        self, inst: InstanceRuntime, runner: TrackerRunner, instance: str, tracker: Tracker
+    ) -> None:
+        if inst.tracking is not runner or self.instances.get(inst.cfg.name) is not inst:
+            return  # replaced by a reload, or stopped
+        fields: dict[str, Any] = {
+            "instance": instance,
+            "tracker": tracker.params.name,
+            "kind": tracker.params.kind.value,
+            "ok": tracker.ok,
+            "error": None if tracker.ok else tracker.last_error,
+        }
+        self._publish("tracker", **fields)
+        if runner.complete:  # else: _start_tracked / _retrack judge once all reported
+            inst.verdict = judge(inst.cfg.priority, runner.trackers[inst.cfg.name])
+            self._apply_tracking()
+
+    def _apply_tracking(self) -> None:
+        """Feed the trackers' verdicts into the machines: effective priority, and FAULT for
+        an instance whose own trackers failed or another member of whose group is in FAULT
+        (core.group_faults; maintenance counts as a member's FAULT too)."""
+        now = boottime()
+        verdicts = {
+            name: inst.verdict or Verdict(inst.cfg.priority, None)
+            for name, inst in self.instances.items()
+        }
+        own = {
+            name: verdicts[name].fault
+            or next((r for src, r in inst.faults.items() if src not in ("track", "group")), None)
+            for name, inst in self.instances.items()
+        }
+        faults = group_faults(own, {g.name: g.instances for g in self.groups.values()})
+        for name, inst in self.instances.items():
+            machine, priority = inst.machine, verdicts[name].priority
+            if priority != machine.priority:
+                log.info(
+                    "effective-priority",
+                    instance=name,
+                    priority=priority,
+                    previous=machine.priority,
+                    configured=inst.cfg.priority,
+                )
+                machine.set_priority(priority, now)
+                self._after(inst)
+            group = faults[name] if own[name] is None else None
+            self._set_faults(inst, {"track": verdicts[name].fault, "group": group})
+
+    def _sync_groups(self) -> None:
+        """(Re)read the [[group]] tables: membership, hook queues, states."""
+        old, self.groups = self.groups, {g.name: g for g in self.config.groups}
+        self._group_of = {m: g.name for g in self.groups.values() for m in g.instances}
+        for name, queue in list(self._group_hooks.items()):
+            new = self.groups.get(name)
+            if new is None or (_hooks(new), new.notify_timeout) != (
+                _hooks(old[name]),
+                old[name].notify_timeout,
+            ):
+                self._in_background(queue.close())
+                del self._group_hooks[name]
+        for group in self.groups.values():
+            if _hooks(group) and group.name not in self._group_hooks:
+                self._group_hooks[group.name] = HookQueue(
+                    f"group {group.name}", group.notify_timeout
+                )
+            self._group_state.setdefault(group.name, None)
+        for name in set(self._group_state) - set(self.groups):
+            del self._group_state[name]
+        for inst in self.instances.values():
+            inst.group = self._group_of.get(inst.cfg.name)
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _drain(self) -> None:
+        """Let the queued hooks (the STOP hooks among them) run, each within its timeout,
+        and the trackers finish closing."""
+        for queue in self._group_hooks.values():
+            self._in_background(queue.close())
+        self._group_hooks.clear()
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def _on_state_changed(self, inst: InstanceRuntime, change: StateChanged) -> None:
+        """Hooks for the transition, then the sync group: members follow a member that
+        stopped being master (core.group_step_downs), and the group's own state may change."""
+        name, state = inst.cfg.name, HOOK_STATES[change.new]
+        if inst.hooks is not None:
+            argvs = hook_argvs(_hooks(inst.cfg), "INSTANCE", name, state, change.priority)
+            inst.hooks.push(argvs, state)
+        group = self.groups.get(inst.group or "")
+        if group is None:
+            return
+        states = {m: self._state_of(m) for m in group.instances}
+        for member in group_step_downs(group.instances, name, change.old, change.new, states):
+            other = self.instances[member]
+            if other.machine.step_down(boottime(), reason=f"group:{group.name}"):
+                self._after(other)
+        new = group_state(self._state_of(m) for m in group.instances)
+        old = self._group_state.get(group.name)
+        if new is None or new == old:
+            return
+        log.info("group-transition", group=group.name, old=old, new=new)
+        self._publish("group-transition", group=group.name, old=old, new=new)
+        self._group_state[group.name] = new
+        queue = self._group_hooks.get(group.name)
+        if queue is not None:
+            queue.push(hook_argvs(_hooks(group), "GROUP", group.name, new), new)
+
+    def _state_of(self, instance: str) -> State:
+        inst = self.instances.get(instance)
+        return State.INITIALIZE if inst is None else inst.machine.state  # gone: stopped
 
     @staticmethod
     def _primary_address(cfg: InstanceConfig, link: LinkInfo) -> IPAddress:
@@ -701,6 +929,7 @@ class Daemon:
                 }
                 log.info("transition", **fields)
                 self._publish("transition", **fields)
+                self._on_state_changed(inst, action)
 
     def _change_vips(self, inst: InstanceRuntime, add: bool, lifetime: float | None = None) -> None:
         for vip in inst.cfg.vips:
@@ -807,19 +1036,28 @@ class Daemon:
         result = {}
         for inst in self._select(instance):
             self._set_fault(inst, "maintenance", "maintenance" if on else None)
+        self._apply_tracking()  # the rest of a sync group follows a member in maintenance
+        for inst in self._select(instance):
             result[inst.cfg.name] = inst.machine.state.value
         self._publish("maintenance", on=on, instances=result)
         return result
 
     def _set_fault(self, inst: InstanceRuntime, source: str, reason: str | None) -> None:
-        """Faults from several sources (maintenance, trackers) combine: the instance is in
-        FAULT while any is set."""
-        if reason is None:
-            inst.faults.pop(source, None)
-        else:
-            inst.faults[source] = reason
-        inst.machine.set_fault(boottime(), next(iter(inst.faults.values()), None))
-        self._after(inst)
+        self._set_faults(inst, {source: reason})
+
+    def _set_faults(self, inst: InstanceRuntime, reasons: Mapping[str, str | None]) -> None:
+        """Faults from several sources (maintenance, trackers, the sync group) combine: the
+        instance is in FAULT while any is set, for the reason set first."""
+        for source, reason in reasons.items():
+            if reason is None:
+                inst.faults.pop(source, None)
+            else:
+                inst.faults[source] = reason
+        fault = next(iter(inst.faults.values()), None)
+        if fault != inst.machine.fault:
+            log.info("fault" if fault else "fault-cleared", instance=inst.cfg.name, reason=fault)
+            inst.machine.set_fault(boottime(), fault)
+            self._after(inst)
 
     def _reload_on_signal(self) -> None:
         async def reload() -> None:
@@ -880,6 +1118,7 @@ class Daemon:
         for name in plan["removed"] + plan["replaced"]:
             self._stop_instance(self.instances[name])
         self.config = new
+        self._sync_groups()
         for name in plan["changed"]:
             self._update_instance(self.instances[name], want[name])
         for name in plan["added"] + plan["replaced"]:
@@ -887,6 +1126,7 @@ class Daemon:
                 self._start_instance(self._create_instance(want[name]))
             except (StartupError, NetlinkError, OSError) as exc:
                 log.error("instance-start-failed", instance=name, error=str(exc))
+        self._apply_tracking()  # group membership may have changed
         log.info("reloaded", **plan)
         self._publish("reload", **plan)
         return plan
@@ -900,7 +1140,9 @@ class Daemon:
         inst.__dict__.pop("vip_addresses", None)
         if inst.lease is not None:
             inst.lease.params = self._lease_params(cfg, inst.machine)
+        self._update_tracking(inst, old, cfg)
         inst.machine.reconfigure(_params(cfg, inst.primary), now)
+        self._apply_tracking()  # reconfigure set the configured priority; trackers adjust it
         if inst.machine.state is State.MASTER and old.vips != cfg.vips:
             for vip in set(old.vips) - set(cfg.vips):
                 with contextlib.suppress(NetlinkError):
@@ -912,6 +1154,40 @@ class Daemon:
                 self._refresh_lifetimes(inst)
             inst.sender.send(inst.announcement)
         self._after(inst)
+
+    def _update_tracking(
+        self, inst: InstanceRuntime, old: InstanceConfig, cfg: InstanceConfig
+    ) -> None:
+        if (_hooks(old), old.notify_timeout) != (_hooks(cfg), cfg.notify_timeout):
+            if inst.hooks is not None:
+                self._in_background(inst.hooks.close())  # what was queued still runs
+            inst.hooks = None
+            if _hooks(cfg):
+                inst.hooks = HookQueue(f"instance {cfg.name}", cfg.notify_timeout, inst.counters)
+        previous = inst.tracking
+        if previous is not None and previous.complete:
+            # The current trackers' word on the new configured priority; with new trackers,
+            # it stands until they have all reported (no flap while they start).
+            inst.verdict = judge(cfg.priority, previous.trackers[cfg.name])
+        if old.trackers == cfg.trackers:
+            return
+        # Still waiting for the old trackers' first results to start the machine?
+        starting = inst.track_task is not None and inst.machine.state is State.INITIALIZE
+        if inst.track_task is not None:
+            inst.track_task.cancel()
+            inst.track_task = None
+        if previous is not None:
+            self._in_background(previous.close())
+            inst.tracking = None
+        if not cfg.trackers:
+            inst.verdict = None
+            if starting:
+                self._begin(inst)
+            return
+        inst.tracking = runner = self._tracker_runner(inst)
+        assert self._loop is not None
+        wait = self._start_tracked if starting else self._retrack
+        inst.track_task = self._loop.create_task(wait(inst, runner))
 
     def _publish(self, event: str, **fields: Any) -> None:
         record = {"event": event, "at": time.time(), **fields}
@@ -940,10 +1216,17 @@ class Daemon:
             "uptime": round(boottime() - self.started, 3),
             "drops": dict(self.drops),
             "instances": [self._instance_status(i) for i in self.instances.values()],
+            "groups": [
+                {
+                    "name": g.name,
+                    "instances": list(g.instances),
+                    "state": self._group_state.get(g.name),
+                }
+                for g in self.groups.values()
+            ],
         }
 
-    @staticmethod
-    def _instance_status(inst: InstanceRuntime) -> dict[str, Any]:
+    def _instance_status(self, inst: InstanceRuntime) -> dict[str, Any]:
         m = inst.machine
         last = inst.last_transition
         return {
@@ -953,6 +1236,10 @@ class Daemon:
             "state": m.state.value,
             "priority": inst.cfg.priority,
             "effective_priority": m.priority,
+            "fault": m.fault,
+            "group": inst.group,
+            "trackers": [] if inst.tracking is None else inst.tracking.status(inst.cfg.name),
+            "hooks_pending": 0 if inst.hooks is None else inst.hooks.pending,
             "vips": [str(v) for v in inst.cfg.vips],
             "primary": str(inst.primary),
             "master": str(m.master_address) if m.master_address else None,
@@ -974,6 +1261,12 @@ class Daemon:
             and boottime() - inst.peer_ready_at <= 3 * inst.machine.advert_interval,
             "witness": None if inst.lease is None else _lease_status(inst.lease),
         }
+
+
+def _hooks(cfg: InstanceConfig | GroupConfig) -> Hooks:
+    return Hooks(
+        cfg.notify, cfg.notify_master, cfg.notify_backup, cfg.notify_fault, cfg.notify_stop
+    )
 
 
 def _lease_status(lease: LeaseClient) -> dict[str, Any]:

@@ -19,6 +19,13 @@ What is read, per instance (``status["instances"][i]``), labelled ``instance=<na
 - counters ``adverts_sent``, ``adverts_received``, ``announcements``, ``send_errors``,
   ``vip_errors``: ``vipd_<name>_total``;
 - counters ``drop:<reason>``: ``vipd_advert_drops_total{reason=...}``;
+- counters ``hook:<outcome>`` (notify hooks: ``ok``, ``failed``, ``timed-out``):
+  ``vipd_hook_runs_total{outcome=...}``;
+- ``trackers`` (docs/tracking.md), labelled ``tracker=<name>`` and ``kind=...``:
+  ``vipd_tracker_ok`` (1 OK, 0 failed; left out before the first result),
+  ``vipd_tracker_adjustment`` (what it adds to the priority now), ``vipd_tracker_fault`` (1 if
+  it keeps the instance in FAULT), ``vipd_tracker_checks_total``,
+  ``vipd_tracker_failed_checks_total``;
 - counters ``lease:<event>``, ``peer:<event>``, ``fence:<event>``, ``witness:<event>``:
   ``vipd_lease_events_total``, ``vipd_peer_events_total``, ``vipd_fence_events_total``,
   ``vipd_witness_events_total``, each with ``event=...`` (e.g. ``lease:granted``,
@@ -36,6 +43,9 @@ node may still act on the lease, ``vipd_witness_hold_remaining_seconds``), ``lea
 (last request's round trip, ``vipd_witness_round_trip_seconds``), ``counters`` (a dict, as
 ``vipd_witness_events_total{event=...}``), and any other number ``<key>`` as the gauge
 ``vipd_witness_<key>``. Null values are left out.
+
+Sync groups (``status["groups"]``): ``vipd_group_state{group=...,state=...}``, 1 for the group's
+state (MASTER, BACKUP, FAULT, STOP), 0 for the others.
 
 Daemon-wide: ``vipd_up`` (1 when the status could be read), ``vipd_node_info{node=...}``,
 ``vipd_uptime_seconds``, ``drops`` as ``vipd_unattributed_drops_total{reason=...}`` (packets no
@@ -75,7 +85,8 @@ DEFAULT_PORT = 9650
 
 StatusSource = Callable[[], Mapping[str, Any]]
 
-STATES = ("initialize", "backup", "master")
+STATES = ("initialize", "backup", "master", "fault")
+GROUP_STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
 
 # counter prefix -> (metric name, label name, help)
 _PREFIXED: dict[str, tuple[str, str, str]] = {
@@ -85,6 +96,7 @@ _PREFIXED: dict[str, tuple[str, str, str]] = {
     "peer": ("vipd_peer_events", "event", "Peer channel events (pings, confirmations)."),
     "fence": ("vipd_fence_events", "event", "Fencing events."),
     "witness": ("vipd_witness_events", "event", "Witness client events."),
+    "hook": ("vipd_hook_runs", "outcome", "Notify hook runs, by outcome."),
 }
 # plain counter -> (metric name, help)
 _PLAIN: dict[str, tuple[str, str]] = {
@@ -197,7 +209,44 @@ class StatusCollector(Collector):
         self._daemon(out, status)
         for inst in status.get("instances", []):
             self._instance(out, inst)
+        for group in status.get("groups") or []:
+            StatusCollector._group(out, group)
         return out
+
+    @staticmethod
+    def _group(out: _Families, group: Mapping[str, Any]) -> None:
+        state = group.get("state")
+        if not isinstance(state, str):
+            return
+        for s in (*GROUP_STATES, *([state] if state not in GROUP_STATES else [])):
+            out.gauge(
+                "vipd_group_state",
+                "1 for the sync group's current state, 0 for the others.",
+                {"group": str(group.get("name", "")), "state": s},
+                1.0 if s == state else 0.0,
+            )
+
+    @staticmethod
+    def _trackers(out: _Families, lab: dict[str, str], trackers: Iterable[Any]) -> None:
+        for t in trackers:
+            if not isinstance(t, Mapping):
+                continue
+            labels = {**lab, "tracker": str(t.get("name", "")), "kind": str(t.get("kind", ""))}
+            for key, metric, doc in (
+                ("ok", "vipd_tracker_ok", "1 if the tracker is OK, 0 if it has failed."),
+                ("adjustment", "vipd_tracker_adjustment", "What the tracker adds to priority."),
+                ("fault", "vipd_tracker_fault", "1 if the tracker keeps the instance in FAULT."),
+            ):
+                value = _number(t.get(key))
+                if value is not None:
+                    out.gauge(metric, doc, labels, value)
+            for key, metric, doc in (
+                ("checks", "vipd_tracker_checks", "Checks run by the tracker."),
+                ("failed_checks", "vipd_tracker_failed_checks", "Checks that failed."),
+            ):
+                value = _number(t.get(key))
+                if value is not None:
+                    out.counter(metric, doc, labels, value)
 
     @staticmethod
     def _daemon(out: _Families, status: Mapping[str, Any]) -> None:
@@ -273,6 +322,10 @@ class StatusCollector(Collector):
         if total is not None and total > per_reason:
             doc = _PREFIXED["transition"][2]
             out.counter("vipd_transitions", doc, {**lab, "reason": "other"}, total - per_reason)
+
+        trackers = inst.get("trackers")
+        if isinstance(trackers, list):
+            StatusCollector._trackers(out, lab, trackers)
 
         witness = inst.get("witness")
         if isinstance(witness, Mapping):

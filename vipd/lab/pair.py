@@ -80,6 +80,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
@@ -89,6 +91,8 @@ class Pair:
     ``family`` picks the VIP's family (4 or 6); both nodes get IPv4 and IPv6 addresses.
     ``witness`` ("embedded" or "etcd") adds a witness host ``w`` (192.0.2.10) on the same
     bridge and fences the instance through it; ``witness_options`` are more [witness] keys.
+    ``instances`` are more [[instance]] tables for every node (each with at least name, vrid
+    and vips; interface and priority default to the node's), ``groups`` [[group]] tables.
     """
 
     VIP4 = "192.0.2.100"
@@ -105,6 +109,8 @@ class Pair:
         common: dict[str, Any] | None = None,
         witness: str | None = None,
         witness_options: dict[str, Any] | None = None,
+        instances: Sequence[dict[str, Any]] = (),
+        groups: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.lab = lab
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="vipd-lab-")
@@ -113,6 +119,8 @@ class Pair:
         self.advert_interval = advert_interval
         self.vrid = vrid
         self.common = dict(common or {})
+        self.more_instances = [dict(i) for i in instances]
+        self.groups = [dict(g) for g in groups]
         self.vip = self.VIP4 if family == 4 else self.VIP6
         self.vip_cidr = f"{self.VIP4}/24" if family == 4 else f"{self.VIP6}/64"
         self.nodes: dict[str, Node] = {}
@@ -185,8 +193,20 @@ class Pair:
             "",
             *self._witness_lines(),
         ]
-        for table in (instance, *({"interface": node.host.ifname} | t for t in instances)):
+        extra = (
+            {
+                "interface": node.host.ifname,
+                "priority": node.spec.priority,
+                "advert_interval": self.advert_interval,
+            }
+            | t
+            for t in self.more_instances
+        )
+        given = ({"interface": node.host.ifname} | t for t in instances)
+        for table in (instance, *extra, *given):
             lines += ["[[instance]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()), ""]
+        for group in self.groups:
+            lines += ["[[group]]", *(f"{k} = {_toml_value(v)}" for k, v in group.items()), ""]
         node.config_path.write_text("\n".join(lines))
 
     def _witness_lines(self) -> list[str]:

@@ -243,13 +243,14 @@ class Machine:
             if self.master_priority is not None:
                 self.master_priority = None  # a master seen while in FAULT may be long gone
 
-    def step_down(self, now: float) -> bool:
-        """Planned handover: give up mastership and do not preempt back. False unless MASTER."""
+    def step_down(self, now: float, reason: str = "handover") -> bool:
+        """Planned handover: give up mastership and do not preempt back. False unless MASTER.
+        ``reason`` names it in the transition (a sync group's member follows: "group:...")."""
         if self.state is not State.MASTER:
             return False
         self._give_up_mastership()
         self._yielded = True
-        self._become_backup(now, "handover", self.master_adver_int)
+        self._become_backup(now, reason, self.master_adver_int)
         return True
 
     def reconfigure(self, params: Params, now: float) -> None:
