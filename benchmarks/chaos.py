@@ -58,19 +58,6 @@ from vipd.lab.netns import Lab
 from vipd.lab.pair import Pair, logs
 
 
-def counters(pair: Pair) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for name, node in pair.nodes.items():
-        if node.proc is None or node.proc.poll() is not None:
-            continue
-        try:
-            c = node.instance()["counters"]
-        except (OSError, ValueError, RuntimeError, KeyError):
-            continue
-        out[name] = {k: int(v) for k, v in c.items()}
-    return out
-
-
 def pids(pair: Pair) -> dict[str, int]:
     found = {
         name: node.proc.pid
@@ -170,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.soak is not None:
                 sampler = ProcessSampler(lambda: pids(pair), args.sample_every)
             runner = ChaosRunner(pair, schedule, timing, seed, say=lambda s: print(s, flush=True))
-            before = counters(pair)
 
             def progress(i: int, fault: Any) -> None:
                 """Soak: the latest fd/RSS sample of each process before every fault."""
@@ -183,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  soak: {shown}", flush=True)
 
             report: ChaosReport = runner.run(on_fault=progress)
-            report.counters = {"before": before.get("n1", {}), **counters(pair)}
         except BaseException:
             print(logs(list(pair.nodes.values())), file=sys.stderr)
             raise
@@ -193,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             pair.close()
     elapsed = time.monotonic() - started
     load_after = os.getloadavg()
+    print()
+    for node, values in sorted(report.counters.items()):
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(values.items()))
+        print(f"{node} counters at the end: {shown}")
     print()
     print(report.summary())
     print()

@@ -271,7 +271,7 @@ class ChaosReport:
     flaps: list[tuple[str, int, int]]  # phase, changes seen, changes allowed
     left_behind: dict[str, list[str]]  # node -> VIPs still on it after the final stop
     violations: list[str]
-    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)  # node -> at the end
     samples: int = 0
     t0: float = 0.0
 
@@ -818,8 +818,22 @@ class ChaosRunner:
             end = time.monotonic()
         finally:
             self.stop_watching()
+        counters = self.counters()
         left = self.stop_all()
-        return self.judge(end, left)
+        report = self.judge(end, left)
+        report.counters = counters
+        return report
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Each running daemon's instance counters (transitions, lease events, drops...)."""
+        out: dict[str, dict[str, int]] = {}
+        for name, node in self.pair.nodes.items():
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            with contextlib.suppress(OSError, ValueError, RuntimeError, KeyError):
+                c = node.instance()["counters"]
+                out[name] = {k: int(v) for k, v in c.items()}
+        return out
 
     def stop_all(self) -> dict[str, list[str]]:
         """Stop every daemon (SIGTERM) and the witness; the VIPs still on any interface."""
