@@ -24,9 +24,10 @@ import glob
 import math
 import os
 import re
+import shlex
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -433,25 +434,35 @@ def parse_keepalived_text(text: str, source: str = "<string>") -> list[Statement
 # --------------------------------------------------------------------------- converter
 
 # Reasons, shared by several keywords.
-_NOT_YET_TRACK = (
-    "vipd has no {what} tracking yet: priority and state will not follow it (for a "
-    "stopgap see docs/migrating-from-keepalived.md)"
+_NO_PROCESS_TRACKING = (
+    "vipd has no process tracking: priority and state will not follow it; a vrrp_script "
+    "(vipd track_scripts) running `pgrep -x NAME` checks the same"
 )
-_NOT_YET_NOTIFY = (
-    "vipd runs no notify scripts yet; follow state changes with `vipctl status --json` "
-    "or vipd's JSON log (event 'transition')"
+_NO_BFD = "vipd has no BFD: priority and state will not follow it"
+_NO_FIFO = (
+    "vipd has no notify FIFO; use notify hooks, or `vipctl events` (JSON lines for "
+    "transitions, trackers and groups)"
 )
 _NO_SMTP = "vipd sends no e-mail; alert on vipd's log or metrics instead"
 _KEEPALIVED_PROCESS = "keepalived process setting; vipd has no equivalent"
 _NO_LVS = "LVS/IPVS (keepalived's checker side) is outside vipd's scope; keep it in keepalived"
+_NO_SCRIPT_USER = (
+    "vipd runs scripts and hooks as its own user (under the shipped systemd unit an "
+    "unprivileged, sandboxed one); there is no per-script user"
+)
+_NOTIFY_DELETED = (
+    "vipd has no DELETED notification: an instance removed by a reload runs its notify_stop "
+    "hooks (keepalived without notify_deleted sends FAULT)"
+)
+_NOTIFY_RX_LOWER = "vipd has no hook for a master hearing a lower-priority advert"
+_NOTIFY_PRIORITY = (
+    "vipd's hooks run on state changes only; priority changes show in `vipctl status` and "
+    "the metrics"
+)
 
 _TOP_LEVEL_REASONS: Final[dict[str, str]] = {
-    "vrrp_sync_group": ("vipd has no sync groups yet: its instances fail over independently"),
-    "vrrp_script": _NOT_YET_TRACK.format(what="script"),
-    "track_file": _NOT_YET_TRACK.format(what="file"),
-    "vrrp_track_file": _NOT_YET_TRACK.format(what="file"),
-    "vrrp_track_process": _NOT_YET_TRACK.format(what="process"),
-    "bfd_instance": _NOT_YET_TRACK.format(what="BFD"),
+    "vrrp_track_process": _NO_PROCESS_TRACKING,
+    "bfd_instance": _NO_BFD,
     "garp_group": (
         "vipd sends the frames of one announcement back to back; per-interface "
         "gratuitous ARP/NA intervals are not supported"
@@ -474,20 +485,12 @@ _TOP_LEVEL_REASONS: Final[dict[str, str]] = {
 }
 
 _INSTANCE_REASONS: Final[dict[str, str]] = {
-    "track_interface": _NOT_YET_TRACK.format(what="interface"),
-    "track_script": _NOT_YET_TRACK.format(what="script"),
-    "track_file": _NOT_YET_TRACK.format(what="file"),
-    "track_process": _NOT_YET_TRACK.format(what="process"),
-    "track_bfd": _NOT_YET_TRACK.format(what="BFD"),
+    "track_process": _NO_PROCESS_TRACKING,
+    "track_bfd": _NO_BFD,
     "track_src_ip": "vipd has no source-address tracking yet",
-    "notify": _NOT_YET_NOTIFY,
-    "notify_master": _NOT_YET_NOTIFY,
-    "notify_backup": _NOT_YET_NOTIFY,
-    "notify_fault": _NOT_YET_NOTIFY,
-    "notify_stop": _NOT_YET_NOTIFY,
-    "notify_deleted": _NOT_YET_NOTIFY,
-    "notify_master_rx_lower_pri": _NOT_YET_NOTIFY,
-    "notify_priority_changes": _NOT_YET_NOTIFY,
+    "notify_deleted": _NOTIFY_DELETED,
+    "notify_master_rx_lower_pri": _NOTIFY_RX_LOWER,
+    "notify_priority_changes": _NOTIFY_PRIORITY,
     "smtp_alert": _NO_SMTP,
     "authentication": (
         "vipd has no VRRP authentication (VRRPv3, RFC 5798, removed it; keepalived "
@@ -500,7 +503,6 @@ _INSTANCE_REASONS: Final[dict[str, str]] = {
     "virtual_routes": "vipd has no virtual routes yet; they are not added on takeover",
     "virtual_rules": "vipd has no virtual rules yet; they are not added on takeover",
     "promote_secondaries": "vipd does not set promote_secondaries; set the sysctl in the OS",
-    "dont_track_primary": "vipd has no option to ignore faults of its interface",
     "use_vmac_addr": "vipd puts every VIP on the instance's interface (or its vmac)",
     "use_ipvlan": "vipd has no ipvlan mode; use_vmac (macvlan) is the closest",
     "vrf": "vipd has no VRF support",
@@ -552,14 +554,17 @@ _GLOBAL_REASONS: Final[dict[str, str]] = {
         "vipd has no strict mode; in particular it always accepts traffic for its VIPs "
         "(no no_accept) and allows unicast peers"
     ),
-    "vrrp_notify_priority_changes": _NOT_YET_NOTIFY,
-    "notify_fifo": _NOT_YET_NOTIFY,
-    "notify_fifo_script": _NOT_YET_NOTIFY,
-    "vrrp_notify_fifo": _NOT_YET_NOTIFY,
-    "vrrp_notify_fifo_script": _NOT_YET_NOTIFY,
-    "fifo_write_vrrp_states_on_reload": _NOT_YET_NOTIFY,
-    "script_user": "vipd runs no scripts yet",
-    "enable_script_security": "vipd runs no scripts yet",
+    "vrrp_notify_priority_changes": _NOTIFY_PRIORITY,
+    "notify_fifo": _NO_FIFO,
+    "notify_fifo_script": _NO_FIFO,
+    "vrrp_notify_fifo": _NO_FIFO,
+    "vrrp_notify_fifo_script": _NO_FIFO,
+    "fifo_write_vrrp_states_on_reload": _NO_FIFO,
+    "script_user": _NO_SCRIPT_USER,
+    "enable_script_security": (
+        "vipd does not check who may write to a script; it runs scripts as its own user "
+        "(under the shipped systemd unit an unprivileged one)"
+    ),
     "notification_email": _NO_SMTP,
     "notification_email_from": _NO_SMTP,
     "smtp_server": _NO_SMTP,
@@ -613,6 +618,34 @@ _INSTANCE_NOTES: Final = {
     "vmac_xmit_base": "vipd always sends adverts from the parent interface.",
     "accept": "vipd always accepts traffic for its VIPs.",
 }
+
+# Top-level blocks that define what track_script / track_file entries name.
+_DEFINITIONS: Final = {"vrrp_script": "script", "track_file": "file", "vrrp_track_file": "file"}
+_TRACK_BLOCKS: Final = {
+    "track_interface": "interface",
+    "track_script": "script",
+    "track_file": "file",
+}
+# keepalived's weight limits per entry kind, and vipd's tracker keys.
+_WEIGHT_LIMIT: Final = {"interface": 253, "script": 253, "file": 254}
+_VIPD_TRACK_KEYS: Final = {
+    "interface": "track_interfaces",
+    "script": "track_scripts",
+    "file": "track_files",
+}
+_HOOK_KEYS: Final = ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify")
+_MAX_SCRIPT_SECONDS: Final = 4294  # keepalived: UINT_MAX / TIMER_HZ
+_INT_MAX: Final = 2**31 - 1
+_REVERSE_REASON: Final = (
+    "vipd has no reversed weights (reverse{source}): the priority cannot rise when a "
+    "tracker fails, nor FAULT follow an OK one; this tracker is not converted"
+)
+_FILE_NOTE: Final = (
+    "vipd reads each tracked file every second (keepalived: on change) and counts a missing "
+    "file, or one that does not hold an integer, as failed (FAULT with weight 0, nothing "
+    "added otherwise) where keepalived reads 0; keepalived also goes to FAULT when value * "
+    "weight is below -253."
+)
 
 _VIP_VALUE_OPTIONS: Final = frozenset(
     ("brd", "dev", "scope", "label", "peer", "preferred_lft", "track_group")
@@ -700,6 +733,54 @@ def _seconds(value: float) -> str:
     return f"{value:g} s"
 
 
+def _split_command(st: Statement, text: str) -> list[str]:
+    """A script or notify string split into arguments as keepalived 2.2 splits it (its
+    alloc_strvec_quoted_escaped): at unquoted blanks; single or double quotes group and are
+    removed; backslash escapes apply inside and outside quotes."""
+    words: list[str] = []
+    buf: list[str] = []
+    in_word = False
+    quote: str | None = None
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n:
+            decoded, i = _escape(text, i + 1)
+            buf.append(decoded)
+            in_word = True
+        elif quote is not None:
+            if c == quote:
+                quote = None
+            else:
+                buf.append(c)
+            i += 1
+        elif c in " \t\n\r\f\v":
+            if in_word:
+                words.append("".join(buf))
+                buf.clear()
+                in_word = False
+            i += 1
+        else:
+            if c in "'\"":
+                quote = c
+            else:
+                buf.append(c)
+            in_word = True
+            i += 1
+    if quote is not None:
+        raise _err(st, f"unterminated {quote} in the command {text!r}")
+    if in_word:
+        words.append("".join(buf))
+    if not words or not words[0]:
+        raise _err(st, "needs a command")
+    return words
+
+
+def _command(argv: Sequence[str]) -> str:
+    """vipd's string form of a command: shlex.split() of it gives ``argv`` back."""
+    return shlex.join(argv)
+
+
 @dataclass
 class _Globals:
     node_name: str | None = None
@@ -729,12 +810,82 @@ class _Lines:
 
 
 @dataclass
+class _ScriptDef:
+    """A vrrp_script block as keepalived 2.2 reads it, its values fitted to vipd's ranges."""
+
+    st: Statement
+    name: str
+    argv: list[str] | None = None
+    interval: int = 1  # keepalived's default, as vipd's
+    timeout: int | None = None  # None: the interval, in keepalived as in vipd
+    weight: int = 0
+    reverse: bool = False
+    rise: int = 1
+    fall: int = 1
+    used: bool = False
+
+
+@dataclass
+class _FileDef:
+    """A track_file (vrrp_track_file) block."""
+
+    st: Statement
+    name: str
+    path: str | None = None
+    weight: int = 1  # keepalived's default, as vipd's
+    reverse: bool = False
+    used: bool = False
+
+
+@dataclass
+class _Track:
+    """One entry of a track_interface/track_script/track_file block, resolved."""
+
+    kind: str  # "interface", "script" or "file"
+    key: str  # the interface, vrrp_script or track_file name
+    weight: int
+    reverse: bool
+    st: Statement | None  # the entry; None for the instance's own interface
+    definition: _ScriptDef | _FileDef | None = None
+    group: _Group | None = None  # set on the copies a sync group gives its members
+    dropped: bool = False
+
+
+@dataclass
+class _Hook:
+    argv: list[str]
+    st: Statement
+
+
+@dataclass
+class _Group:
+    """A vrrp_sync_group."""
+
+    st: Statement
+    kname: str
+    name: str = ""
+    member_lines: list[Statement] = field(default_factory=list)
+    members: list[_Instance] = field(default_factory=list)
+    tracks: list[_Track] = field(default_factory=list)
+    hooks: dict[str, _Hook] = field(default_factory=dict)
+    tracking_weight: Statement | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _Instance:
     st: Statement
     name: str
     notes: list[tuple[Statement, str]] = field(default_factory=list)
     values: dict[str, object] = field(default_factory=dict)
     comments: dict[str, str] = field(default_factory=dict)
+    interface: str = ""
+    tracks: list[_Track] = field(default_factory=list)
+    dont_track_primary: Statement | None = None
+    hooks: dict[str, _Hook] = field(default_factory=dict)
+    group: _Group | None = None
+    # vipd tracker key -> (entry, comment) for the output
+    trackers: dict[str, list[tuple[object, str | None]]] = field(default_factory=dict)
 
     def set(self, key: str, value: object, comment: str | None = None) -> None:
         self.values[key] = value
@@ -750,6 +901,16 @@ class _Converter:
         self.instances: list[_Instance] = []
         self._names: set[str] = set()
         self._reported: set[int] = set()
+        # Every vrrp_instance by its keepalived name (the first of a name), converted or not.
+        self._by_kname: dict[str, _Instance] = {}
+        # vrrp_script / track_file definitions read so far (keepalived resolves a reference
+        # when it reads it), the first of each name; and every definition in the files.
+        self._scripts: dict[str, _ScriptDef] = {}
+        self._files: dict[str, _FileDef] = {}
+        self._definitions: dict[tuple[str, str], Statement] = {}
+        self._broken: dict[tuple[str, str], str] = {}
+        self.groups: list[_Group] = []
+        self._group_names: set[str] = set()
 
     def report(self, st: Statement, reason: str, text: str | None = None) -> None:
         self.unconverted.append(
@@ -762,17 +923,38 @@ class _Converter:
         for st in statements:
             if st.keyword == "global_defs":
                 self._global_defs(_block(st))
+            elif st.keyword in _DEFINITIONS and st.args:
+                self._definitions.setdefault((_DEFINITIONS[st.keyword], st.args[0]), st)
         found = False
         for st in statements:
-            if st.keyword == "global_defs":
+            kw = st.keyword
+            if kw == "global_defs":
                 continue
-            if st.keyword == "vrrp_instance":
+            if kw == "vrrp_instance":
                 found = True
                 self._instance(st)
-            elif st.keyword in _TOP_LEVEL_REASONS:
-                self.report(st, _TOP_LEVEL_REASONS[st.keyword])
+            elif kw == "vrrp_script":
+                self._vrrp_script(st)
+            elif kw in ("track_file", "vrrp_track_file"):
+                self._track_file(st)
+            elif kw == "vrrp_sync_group":
+                self._sync_group(st)
+            elif kw in _TOP_LEVEL_REASONS:
+                self.report(st, _TOP_LEVEL_REASONS[kw])
             else:
                 self.report(st, "unknown top-level keyword; not converted")
+        self._finish_groups()
+        for inst in self.instances:
+            self._finish_tracking(inst)
+        definitions: list[_ScriptDef | _FileDef] = [*self._scripts.values(), *self._files.values()]
+        for definition in definitions:
+            if not definition.used:
+                self.report(
+                    definition.st,
+                    "tracked by no vrrp_instance or vrrp_sync_group: keepalived does not run "
+                    "it either, so there is nothing to convert",
+                    text=_header(definition.st),
+                )
         self.unconverted.sort(key=lambda u: (u.file != self.source, u.file, u.line))
         if not found:
             raise KeepalivedImportError(
@@ -846,6 +1028,7 @@ class _Converter:
         if len(st.args) != 1:
             raise _err(st, f"takes one instance name before '{{', got {len(st.args)}")
         inst = _Instance(st, self._instance_name(st.args[0]))
+        self._by_kname.setdefault(st.args[0], inst)
         if inst.name != st.args[0]:
             inst.notes.append(
                 (
@@ -881,6 +1064,7 @@ class _Converter:
         family = families.pop()
 
         inst.set("interface", interface)
+        inst.interface = interface
         inst.set("vrid", vrid)
         self._priority_and_preemption(inst, lines.by_kw)
         self._advert_interval(inst, lines.by_kw.get("advert_int"))
@@ -910,9 +1094,17 @@ class _Converter:
         """Sort an instance's lines: settings converted later are collected, the rest is
         checked and either noted (vipd behaves that way anyway) or reported."""
         lines = _Lines()
+        tracked: dict[tuple[str, str], Statement] = {}
         for child in block:
             kw = child.keyword
-            if kw in _INSTANCE_SETTINGS:
+            if kw in _TRACK_BLOCKS:
+                inst.tracks += self._track_entries(child, tracked)
+            elif kw in _HOOK_KEYS:
+                self._hook(inst.hooks, child)
+            elif kw == "dont_track_primary":
+                _none(child)
+                inst.dont_track_primary = child
+            elif kw in _INSTANCE_SETTINGS:
                 key = "unicast_src_ip" if kw == "mcast_src_ip" else kw
                 earlier = lines.by_kw.get(key)
                 if earlier is not None:
@@ -951,6 +1143,542 @@ class _Converter:
             else:
                 self.report(child, "unknown vrrp_instance keyword; not converted")
         return lines
+
+    # ---- vrrp_script and track_file definitions
+
+    def _define(self, kind: str, st: Statement) -> bool:
+        """Whether the block ``st`` defines ``kind`` ``st.args[0]`` (keepalived uses the first
+        definition of a name); a later one is reported."""
+        what = "vrrp_script" if kind == "script" else "track_file"
+        first = self._definitions.get((kind, st.args[0]))
+        if first is not None and first is not st:
+            self.report(
+                st,
+                f"a {what} named {st.args[0]} is defined before ({_where(first)}); keepalived "
+                "uses that one and ignores this block",
+                text=_header(st),
+            )
+            return False
+        return True
+
+    def _vrrp_script(self, st: Statement) -> None:
+        block = _block(st, args=1)
+        script = _ScriptDef(st, st.args[0])
+        if not self._define("script", st):
+            return
+        for child in block:
+            kw = child.keyword
+            if kw == "script":
+                _no_block(child)
+                if not child.args:
+                    raise _err(child, "needs a command")
+                script.argv = _split_command(child, child.args[0])
+                if len(child.args) > 1:
+                    self.report(
+                        child,
+                        f"keepalived runs only {child.args[0]!r} and ignores "
+                        f"{' '.join(child.args[1:])!r}; converted as keepalived runs it (to pass "
+                        'arguments, quote them with the command: script "/path/check arg")',
+                    )
+            elif kw == "interval":
+                script.interval = self._at_most(
+                    child, _int(child, 1, _MAX_SCRIPT_SECONDS), 3600, "a check interval"
+                )
+            elif kw == "timeout":
+                script.timeout = self._at_most(
+                    child, _int(child, 1, _MAX_SCRIPT_SECONDS), 3600, "a check timeout"
+                )
+            elif kw == "weight":
+                script.weight, reverse = self._weight(child, child.args, 253, "reverse")
+                script.reverse = bool(reverse)
+            elif kw in ("rise", "fall"):
+                value = self._at_most(child, _int(child, 1, _INT_MAX), 1000, kw)
+                setattr(script, kw, value)
+            elif kw == "user":
+                if not child.args:
+                    raise _err(child, "needs a user name")
+                self.report(child, _NO_SCRIPT_USER)
+            elif kw == "init_fail":
+                _none(child)
+                self.report(
+                    child,
+                    "vipd has no initially failed state: it starts an instance once each of its "
+                    "trackers has reported, and the first result decides (keepalived with "
+                    "init_fail waits for `rise` successes)",
+                )
+            else:
+                self.report(child, "unknown vrrp_script keyword; not converted")
+        if script.argv is None:
+            self._broken[("script", script.name)] = (
+                f"vrrp_script {script.name} ({_where(st)}) has no script line, so keepalived "
+                "drops it and ignores this entry"
+            )
+            self.report(st, "no script line: keepalived drops this vrrp_script", _header(st))
+            return
+        self._scripts[script.name] = script
+
+    def _track_file(self, st: Statement) -> None:
+        block = _block(st, args=1)
+        tracked = _FileDef(st, st.args[0])
+        if not self._define("file", st):
+            return
+        for child in block:
+            kw = child.keyword
+            if kw == "file":
+                tracked.path = _one(child)
+            elif kw == "weight":
+                tracked.weight, reverse = self._weight(child, child.args, _INT_MAX, "reverse")
+                tracked.reverse = bool(reverse)
+            elif kw == "init_file":
+                _no_block(child)
+                self.report(
+                    child,
+                    "vipd does not create or initialise tracked files: create the file before "
+                    "starting vipd (e.g. with systemd-tmpfiles); vipd counts a missing file as "
+                    "failed",
+                )
+            else:
+                self.report(child, f"unknown {st.keyword} keyword; not converted")
+        problem = None
+        if tracked.path is None:
+            problem = "has no file line, so keepalived drops it"
+        elif not tracked.path.startswith("/"):
+            problem = f"tracks the relative path {tracked.path!r}; vipd needs an absolute path"
+        if problem is not None:
+            self._broken[("file", tracked.name)] = (
+                f"track_file {tracked.name} ({_where(st)}) {problem}"
+            )
+            self.report(st, f"not converted: this track_file {problem}", _header(st))
+            return
+        self._files[tracked.name] = tracked
+
+    def _at_most(self, st: Statement, value: int, limit: int, what: str) -> int:
+        if value <= limit:
+            return value
+        self.report(st, f"vipd allows {what} up to {limit}; using {limit}")
+        return limit
+
+    def _weight(
+        self, st: Statement, words: list[str], limit: int, *flags: str
+    ) -> tuple[int, bool | None]:
+        """``N [reverse]`` after a weight keyword: the weight, and True/False if a reverse
+        flag was given (``flags``: the ones keepalived accepts here), else None."""
+        what = st.render(60)
+        if not 1 <= len(words) <= 2:
+            raise KeepalivedParseError(
+                st.file, st.line, f"{what}: expected a weight and at most {'|'.join(flags)}"
+            )
+        if not re.fullmatch(r"[+-]?\d+", words[0]) or not -limit <= int(words[0]) <= limit:
+            raise KeepalivedParseError(
+                st.file, st.line, f"{what}: weight must be an integer -{limit}..{limit}"
+            )
+        reverse: bool | None = None
+        if len(words) == 2:
+            if words[1] not in flags:
+                raise KeepalivedParseError(
+                    st.file, st.line, f"{what}: unknown option {words[1]!r} after the weight"
+                )
+            reverse = words[1] == "reverse"
+        return int(words[0]), reverse
+
+    # ---- track_* blocks
+
+    def _track_entries(
+        self, block_st: Statement, seen: dict[tuple[str, str], Statement]
+    ) -> list[_Track]:
+        """The entries of a track_interface/track_script/track_file block of an instance or
+        sync group; ``seen`` holds the entries of earlier blocks (keepalived keeps the first
+        entry for a name)."""
+        kind = _TRACK_BLOCKS[block_st.keyword]
+        tracks: list[_Track] = []
+        for entry in _block(block_st):
+            _no_block(entry)
+            key = entry.keyword
+            weight: int | None = None
+            reverse: bool | None = None
+            if entry.args:
+                if entry.args[0] != "weight" or len(entry.args) == 1:
+                    self.report(
+                        entry,
+                        f"keepalived expects 'weight N [reverse]' after {key} and ignores this "
+                        "entry",
+                    )
+                    continue
+                # keepalived 2.2 knows "reverse" and "noreverse" after the weight, and ignores
+                # any other word there (the documented "no_reverse" among them).
+                words = entry.args[1:3]
+                if len(entry.args) == 3 and entry.args[2] not in ("reverse", "noreverse"):
+                    words = entry.args[1:2]
+                elif len(entry.args) > 3:
+                    raise KeepalivedParseError(
+                        entry.file,
+                        entry.line,
+                        f"{block_st.keyword}: {entry.render(60)}: expected "
+                        f"'{key} [weight N [reverse]]'",
+                    )
+                flags = ("reverse", "noreverse")
+                weight, reverse = self._weight(entry, words, _WEIGHT_LIMIT[kind], *flags)
+            earlier = seen.get((kind, key))
+            if earlier is not None:
+                self.report(
+                    entry,
+                    f"{key} is already tracked ({_where(earlier)}); keepalived ignores this entry",
+                )
+                continue
+            seen[(kind, key)] = entry
+            definition: _ScriptDef | _FileDef | None = None
+            if kind == "interface":
+                tracks.append(_Track(kind, key, weight or 0, bool(reverse), entry))
+                continue
+            definitions: dict[str, _ScriptDef] | dict[str, _FileDef]
+            definitions = self._scripts if kind == "script" else self._files
+            definition = definitions.get(key)
+            if definition is None:
+                self.report(entry, self._missing(kind, key))
+                continue
+            definition.used = True
+            if weight is None:
+                weight = definition.weight
+            if reverse is None:
+                reverse = definition.reverse
+            if abs(weight) > 254:  # a track_file's own weight may be larger
+                self.report(entry, f"weight {weight}: vipd weights are -254..254")
+                continue
+            tracks.append(_Track(kind, key, weight, reverse, entry, definition))
+        return tracks
+
+    def _missing(self, kind: str, key: str) -> str:
+        what = "vrrp_script" if kind == "script" else "track_file"
+        broken = self._broken.get((kind, key))
+        if broken is not None:
+            return broken
+        later = self._definitions.get((kind, key))
+        if later is not None:
+            return (
+                f"{what} {key} is defined only after this line ({_where(later)}): keepalived "
+                "does not find it and ignores this entry"
+            )
+        return f"no {what} named {key}: keepalived ignores this entry"
+
+    def _hook(self, hooks: dict[str, _Hook], st: Statement) -> None:
+        """A notify* line: ``notify_master "/path/script args" [user [group]]``."""
+        _no_block(st)
+        if not st.args:
+            raise _err(st, "needs a command")
+        if len(st.args) > 3:
+            raise _err(st, "takes a command, then at most a user and a group")
+        argv = _split_command(st, st.args[0])
+        earlier = hooks.get(st.keyword)
+        if earlier is not None:
+            self.report(
+                st,
+                f"keepalived runs the first {st.keyword} ({_where(earlier.st)}) and ignores "
+                "this one",
+            )
+            return
+        hooks[st.keyword] = _Hook(argv, st)
+        if len(st.args) > 1:
+            self.report(
+                st,
+                f"converted without {' '.join(st.args[1:])!r}, the user (and group) keepalived "
+                "runs it as: vipd runs hooks as its own user (to pass arguments, quote them "
+                "with the command)",
+            )
+
+    # ---- vrrp_sync_group
+
+    def _sync_group(self, st: Statement) -> None:
+        block = _block(st, args=None)
+        if len(st.args) != 1:
+            raise _err(st, f"takes one group name before '{{', got {len(st.args)}")
+        kname = st.args[0]
+        earlier = next((g for g in self.groups if g.kname == kname), None)
+        if earlier is not None:
+            self.report(
+                st,
+                f"a vrrp_sync_group {kname} is defined before ({_where(earlier.st)}); "
+                "keepalived ignores this one",
+                text=_header(st),
+            )
+            return
+        group = _Group(st, kname)
+        members: Statement | None = None
+        seen: dict[tuple[str, str], Statement] = {}
+        for child in block:
+            kw = child.keyword
+            if kw == "group":
+                if members is not None:
+                    self.report(
+                        child,
+                        f"keepalived uses the first group block ({_where(members)}) and "
+                        "ignores this one",
+                    )
+                    continue
+                members = child
+                group.member_lines = _block(child)
+            elif kw in _TRACK_BLOCKS:
+                group.tracks += self._track_entries(child, seen)
+            elif kw in _HOOK_KEYS:
+                self._hook(group.hooks, child)
+            elif kw in ("sync_group_tracking_weight", "global_tracking"):
+                _none(child)
+                group.tracking_weight = child
+                why = " (keepalived 2 reads the deprecated global_tracking so)"
+                group.notes.append(
+                    f"{kw} ({_where(child)}): the members' trackers keep their weights"
+                    f"{why if kw == 'global_tracking' else ''}."
+                )
+            elif kw == "smtp_alert":
+                if _bool(child):
+                    self.report(child, _NO_SMTP)
+            elif kw == "track_process":
+                self.report(child, _NO_PROCESS_TRACKING)
+            elif kw == "track_bfd":
+                self.report(child, _NO_BFD)
+            elif kw == "notify_deleted":
+                self.report(child, _NOTIFY_DELETED)
+            elif kw == "notify_priority_changes":
+                self.report(child, _NOTIFY_PRIORITY)
+            else:
+                self.report(child, "unknown vrrp_sync_group keyword; not converted")
+        if members is None:
+            self.report(st, "no group { } block: keepalived ignores this sync group", _header(st))
+            return
+        self.groups.append(group)
+
+    def _finish_groups(self) -> None:
+        """Resolve the members of every sync group (as keepalived does after reading all
+        instances) and apply keepalived's rules for their trackers."""
+        converted = {id(inst) for inst in self.instances}
+        kept: list[_Group] = []
+        for group in self.groups:
+            for line in group.member_lines:
+                _no_block(line)
+                for word in line.words:
+                    inst = self._by_kname.get(word)
+                    if inst is None:
+                        self.report(line, f"no vrrp_instance {word}: keepalived ignores it here")
+                    elif id(inst) not in converted:
+                        self.report(line, f"vrrp_instance {word} is not converted (see above)")
+                    elif inst.group is not None:
+                        self.report(
+                            line,
+                            f"{word} is already in vrrp_sync_group {inst.group.kname} "
+                            f"({_where(inst.group.st)}); keepalived ignores it here",
+                        )
+                    else:
+                        inst.group = group
+                        group.members.append(inst)
+            if not group.members:
+                self.report(
+                    group.st, "no converted member: sync group not converted", _header(group.st)
+                )
+                for inst in self.instances:
+                    assert inst.group is not group
+                continue
+            group.name = self._group_name(group.kname)
+            if group.name != group.kname:
+                group.notes.append(
+                    f"name: {group.kname!r} is not a valid vipd group name (1..32 characters "
+                    "from [A-Za-z0-9_.-])."
+                )
+            if "notify" in group.hooks:
+                passed = "" if group.name == group.kname else f" (keepalived passed {group.kname})"
+                group.notes.append(
+                    f"notify gets GROUP {group.name} <STATE>{passed}; keepalived also passes a "
+                    "fourth argument, 0."
+                )
+            owner = next((m for m in group.members if m.values["priority"] == 255), None)
+            for track in group.tracks:
+                assert track.st is not None
+                if owner is not None and track.weight:
+                    group.notes.append(
+                        f"{track.kind} {track.key} ({_where(track.st)}): keepalived clears its "
+                        f"weight {track.weight} because member {owner.st.args[0]} has priority "
+                        "255."
+                    )
+                    track.weight = 0
+                if track.reverse:
+                    self.report(track.st, _reverse_reason(track))
+                    track.dropped = True
+            if any(not t.dropped for t in group.tracks):
+                group.notes.append(
+                    "Its trackers are converted as trackers of each member, as keepalived "
+                    "applies them to every member."
+                )
+            kept.append(group)
+        self.groups = kept
+
+    def _group_name(self, name: str) -> str:
+        clean = name
+        if not _NAME_RE.fullmatch(clean):
+            clean = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:32] or "group"
+        base, n = clean, 2
+        while clean in self._group_names:
+            suffix = f"-{n}"
+            clean = base[: 32 - len(suffix)] + suffix
+            n += 1
+        self._group_names.add(clean)
+        return clean
+
+    # ---- an instance's trackers and hooks
+
+    def _finish_tracking(self, inst: _Instance) -> None:
+        """The instance's trackers as keepalived 2.2 runs them: its own interface unless
+        dont_track_primary, its track_* entries (weights dropped for an address owner and in a
+        sync group, as keepalived does), and its sync group's trackers."""
+        group = inst.group
+        owner = inst.values["priority"] == 255
+        final: dict[tuple[str, str], _Track] = {}
+        if inst.dont_track_primary is None:
+            final[("interface", inst.interface)] = _Track(
+                "interface", inst.interface, 0, False, None
+            )
+        else:
+            inst.notes.append(
+                (
+                    inst.dont_track_primary,
+                    f"dont_track_primary ({_where(inst.dont_track_primary)}): "
+                    f"{inst.interface} is not tracked.",
+                )
+            )
+        for track in inst.tracks:
+            assert track.st is not None
+            if track.kind == "interface" and track.key == inst.interface:
+                self.report(
+                    track.st,
+                    "keepalived ignores a track_interface entry for the instance's own "
+                    "interface: it tracks that one unweighted (FAULT while it is down) unless "
+                    "dont_track_primary is set",
+                )
+                continue
+            kept = self._weight_rules(inst, track, owner) if track.weight else track
+            if kept is not None:
+                final[(track.kind, track.key)] = kept
+        if group is not None:
+            for gtrack in group.tracks:
+                if gtrack.dropped:
+                    continue
+                assert gtrack.st is not None
+                copy = replace(gtrack, group=group)
+                existing = final.get((gtrack.kind, gtrack.key))
+                if existing is None:
+                    final[(gtrack.kind, gtrack.key)] = copy
+                elif existing.weight:
+                    assert existing.st is not None
+                    self.report(
+                        existing.st,
+                        f"vrrp_sync_group {group.kname} tracks {gtrack.key} too "
+                        f"({_where(gtrack.st)}); keepalived uses the group's weight "
+                        f"{gtrack.weight} instead of this entry's",
+                    )
+                    final[(gtrack.kind, gtrack.key)] = copy
+                else:
+                    where = "its own" if existing.st is None else f"its own ({_where(existing.st)})"
+                    inst.notes.append(
+                        (
+                            gtrack.st,
+                            f"vrrp_sync_group {group.kname} tracks {gtrack.key} "
+                            f"({_where(gtrack.st)}) with weight {gtrack.weight}; keepalived "
+                            f"keeps {where} unweighted tracker instead.",
+                        )
+                    )
+        names: set[str] = set()
+        for track in final.values():
+            if track.reverse:
+                assert track.st is not None
+                self.report(track.st, _reverse_reason(track))
+                continue
+            key = _VIPD_TRACK_KEYS[track.kind]
+            inst.trackers.setdefault(key, []).append(self._tracker_entry(track, names))
+        if inst.name != inst.st.args[0] and "notify" in inst.hooks:
+            inst.notes.append(
+                (
+                    inst.hooks["notify"].st,
+                    f"notify gets INSTANCE {inst.name} <STATE> <PRIORITY>; keepalived passed "
+                    f"the name {inst.st.args[0]}.",
+                )
+            )
+
+    def _weight_rules(self, inst: _Instance, track: _Track, owner: bool) -> _Track | None:
+        """keepalived's rules for a weighted tracker of an address owner or of a sync group
+        member (without sync_group_tracking_weight): what it keeps (None: nothing)."""
+        assert track.st is not None
+        group = inst.group
+        if owner:
+            whose = "an address owner (priority 255), whose priority keepalived keeps at 255"
+        elif group is not None and group.tracking_weight is None:
+            whose = f"a member of vrrp_sync_group {group.kname} without sync_group_tracking_weight"
+        else:
+            return track
+        if track.kind == "interface":
+            if owner:
+                self.report(track.st, f"keepalived ignores the weighted trackers of {whose}")
+                return None
+            inst.notes.append(
+                (
+                    track.st,
+                    f"track_interface {track.key} ({_where(track.st)}): keepalived 2.2 logs that "
+                    f"it ignores the weight of {whose}, but applies it; so does vipd.",
+                )
+            )
+            return track
+        if track.kind == "file" and track.weight == 1:
+            inst.notes.append(
+                (
+                    track.st,
+                    f"track_file {track.key} ({_where(track.st)}): keepalived turns the default "
+                    f"weight 1 of {whose} into weight 0: FAULT while the file holds a value "
+                    "other than 0.",
+                )
+            )
+            return replace(track, weight=0)
+        self.report(track.st, f"keepalived ignores the weighted trackers of {whose}")
+        return None
+
+    def _tracker_entry(self, track: _Track, names: set[str]) -> tuple[object, str | None]:
+        """The vipd entry for a tracker, with a comment saying where it comes from."""
+        if track.group is not None:
+            assert track.st is not None
+            origin = f"vrrp_sync_group {track.group.kname} ({_where(track.st)})"
+        elif track.st is None:
+            origin = "own interface: keepalived tracks it unless dont_track_primary"
+        else:
+            origin = f"track_{track.kind} ({_where(track.st)})"
+        if track.kind == "interface":
+            names.add(track.key)
+            if track.weight == 0:
+                return track.key, origin
+            return {"name": track.key, "weight": track.weight}, origin
+        name = _tracker_name(track.key)
+        base, n = name, 1
+        while name in names:
+            name = f"{base}-{track.kind}" if n == 1 else f"{base}-{track.kind}-{n}"
+            n += 1
+        names.add(name)
+        entry: dict[str, object] = {"name": name}
+        definition = track.definition
+        if isinstance(definition, _ScriptDef):
+            assert definition.argv is not None
+            entry["command"] = _command(definition.argv)
+            if definition.interval != 1:
+                entry["interval"] = definition.interval
+            if definition.timeout is not None:
+                entry["timeout"] = definition.timeout
+            if definition.rise != 1:
+                entry["rise"] = definition.rise
+            if definition.fall != 1:
+                entry["fall"] = definition.fall
+            if track.weight:
+                entry["weight"] = track.weight
+            origin = f"vrrp_script {track.key} ({_where(definition.st)}), {origin}"
+        else:
+            assert isinstance(definition, _FileDef) and definition.path is not None
+            entry["path"] = definition.path
+            if track.weight != 1:
+                entry["weight"] = track.weight
+            origin = f"{definition.st.keyword} {track.key} ({_where(definition.st)}), {origin}"
+        return entry, origin
 
     def _priority_and_preemption(self, inst: _Instance, by_kw: dict[str, Statement]) -> None:
         state_st = by_kw.get("state")
@@ -1277,7 +2005,35 @@ class _Converter:
             for key in _KEY_ORDER:
                 if key in inst.values:
                     out += _key_lines(key, inst.values[key], inst.comments.get(key))
+            for key in _VIPD_TRACK_KEYS.values():
+                if key in inst.trackers:
+                    if key == "track_files":
+                        out += _comment_lines(_FILE_NOTE)
+                    out += _array_lines(key, inst.trackers[key])
+            out += _hook_lines(inst.hooks)
+        for group in self.groups:
+            out += ["", "[[group]]"]
+            out += _comment_lines(f"vrrp_sync_group {group.kname} ({_where(group.st)})")
+            for note in group.notes:
+                out += _comment_lines(note)
+            out.append(f"name = {_toml(group.name)}")
+            out += _key_lines("instances", [m.name for m in group.members], None)
+            out += _hook_lines(group.hooks)
         return "\n".join(out) + "\n"
+
+
+def _reverse_reason(track: _Track) -> str:
+    source = ""
+    definition = track.definition
+    if definition is not None and track.st is not None and len(track.st.args) < 3:
+        source = f", from {_header(definition.st)[:-2]} ({_where(definition.st)})"
+    return _REVERSE_REASON.format(source=source)
+
+
+def _tracker_name(name: str) -> str:
+    """A keepalived script or file name as a vipd tracker name (printable, no blanks)."""
+    clean = "".join(c if c.isprintable() and not c.isspace() else "_" for c in name)
+    return clean[:128] or "tracker"
 
 
 def _comment_lines(text: str, first: str = "# ", rest: str = "# ") -> list[str]:
@@ -1306,6 +2062,37 @@ def _key_lines(key: str, value: object, comment: str | None) -> list[str]:
         lines[-1] += f"  # {_comment(comment)}"
         return lines
     return _comment_lines(comment) + lines
+
+
+def _array_lines(key: str, items: list[tuple[object, str | None]]) -> list[str]:
+    """``key = [...]`` with one item per line, each with its comment (above it if the line
+    would get too long)."""
+    if len(items) == 1:
+        value, comment = items[0]
+        line = f"{key} = [{_toml(value)}]"
+        if comment is None:
+            return [line]
+        if len(line) + 4 + len(_comment(comment)) <= _WIDTH:
+            return [f"{line}  # {_comment(comment)}"]
+    lines = [f"{key} = ["]
+    for value, comment in items:
+        item = f"    {_toml(value)},"
+        if comment is not None:
+            if len(item) + 4 + len(_comment(comment)) <= _WIDTH:
+                item += f"  # {_comment(comment)}"
+            else:
+                lines += _comment_lines(comment, first="    # ", rest="    # ")
+        lines.append(item)
+    return [*lines, "]"]
+
+
+def _hook_lines(hooks: dict[str, _Hook]) -> list[str]:
+    lines: list[str] = []
+    for key in _HOOK_KEYS:
+        hook = hooks.get(key)
+        if hook is not None:
+            lines += _key_lines(key, _command(hook.argv), None)
+    return lines
 
 
 _WIDTH: Final = 100
@@ -1350,6 +2137,8 @@ def _toml(value: object) -> str:
         return '"' + "".join(escaped) + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

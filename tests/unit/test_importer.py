@@ -487,9 +487,9 @@ def test_report_lines_name_the_included_file(tmp_path: Path) -> None:
     assert result.unconverted == (
         Unconverted(
             str(tmp_path / "t.conf"),
-            1,
-            "track_script { chk }",
-            _INSTANCE_REASONS["track_script"],
+            2,
+            "chk",
+            "no vrrp_script named chk: keepalived ignores this entry",
         ),
     )
 
@@ -520,7 +520,7 @@ def test_cli_writes_output_file_and_lists_unconverted_lines(
     assert out == ""
     assert out_file.read_text() == (in_corpus / "tracking.toml").read_text()
     lines = err.splitlines()
-    assert lines[0] == "7 keepalived line(s) not converted:"
+    assert lines[0] == "2 keepalived line(s) not converted:"
     assert "\n".join(lines[1:]) + "\n" == (in_corpus / "tracking.unconverted").read_text()
     assert vipd_main(["check", "-c", str(out_file)]) == 0
 
