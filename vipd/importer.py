@@ -637,8 +637,8 @@ _HOOK_KEYS: Final = ("notify_master", "notify_backup", "notify_fault", "notify_s
 _MAX_SCRIPT_SECONDS: Final = 4294  # keepalived: UINT_MAX / TIMER_HZ
 _INT_MAX: Final = 2**31 - 1
 _REVERSE_REASON: Final = (
-    "vipd has no reversed weights (reverse{source}): the priority cannot rise when a "
-    "tracker fails, nor FAULT follow an OK one; this tracker is not converted"
+    "vipd has no reversed weights (reverse{source}), which apply the weight in the opposite "
+    "state (with weight 0: FAULT while the tracker is OK); this tracker is not converted"
 )
 _FILE_NOTE: Final = (
     "vipd reads each tracked file every second (keepalived: on change) and counts a missing "
@@ -1227,7 +1227,7 @@ class _Converter:
             if kw == "file":
                 tracked.path = _one(child)
             elif kw == "weight":
-                tracked.weight, reverse = self._weight(child, child.args, _INT_MAX, "reverse")
+                tracked.weight, reverse = self._weight(child, child.args, 254, "reverse")
                 tracked.reverse = bool(reverse)
             elif kw == "init_file":
                 _no_block(child)
@@ -1341,9 +1341,6 @@ class _Converter:
                 weight = definition.weight
             if reverse is None:
                 reverse = definition.reverse
-            if abs(weight) > 254:  # a track_file's own weight may be larger
-                self.report(entry, f"weight {weight}: vipd weights are -254..254")
-                continue
             tracks.append(_Track(kind, key, weight, reverse, entry, definition))
         return tracks
 
@@ -1577,7 +1574,7 @@ class _Converter:
                     where = "its own" if existing.st is None else f"its own ({_where(existing.st)})"
                     inst.notes.append(
                         (
-                            gtrack.st,
+                            existing.st or inst.st,
                             f"vrrp_sync_group {group.kname} tracks {gtrack.key} "
                             f"({_where(gtrack.st)}) with weight {gtrack.weight}; keepalived "
                             f"keeps {where} unweighted tracker instead.",
@@ -1606,20 +1603,22 @@ class _Converter:
         assert track.st is not None
         group = inst.group
         if owner:
-            whose = "an address owner (priority 255), whose priority keepalived keeps at 255"
+            whose = "an address owner (priority 255)"
+            why = f"keepalived ignores the weighted trackers of {whose}: its priority stays 255"
         elif group is not None and group.tracking_weight is None:
             whose = f"a member of vrrp_sync_group {group.kname} without sync_group_tracking_weight"
+            why = f"keepalived ignores the weighted track scripts and files of {whose}"
         else:
             return track
         if track.kind == "interface":
             if owner:
-                self.report(track.st, f"keepalived ignores the weighted trackers of {whose}")
+                self.report(track.st, why)
                 return None
             inst.notes.append(
                 (
                     track.st,
                     f"track_interface {track.key} ({_where(track.st)}): keepalived 2.2 logs that "
-                    f"it ignores the weight of {whose}, but applies it; so does vipd.",
+                    f"it ignores the weight of {whose}, yet applies it; so does vipd.",
                 )
             )
             return track
@@ -1627,13 +1626,13 @@ class _Converter:
             inst.notes.append(
                 (
                     track.st,
-                    f"track_file {track.key} ({_where(track.st)}): keepalived turns the default "
-                    f"weight 1 of {whose} into weight 0: FAULT while the file holds a value "
-                    "other than 0.",
+                    f"track_file {track.key} ({_where(track.st)}): keepalived makes the default "
+                    f"weight 1 of {whose} weight 0: FAULT while the file holds a value other "
+                    "than 0.",
                 )
             )
             return replace(track, weight=0)
-        self.report(track.st, f"keepalived ignores the weighted trackers of {whose}")
+        self.report(track.st, why)
         return None
 
     def _tracker_entry(self, track: _Track, names: set[str]) -> tuple[object, str | None]:
