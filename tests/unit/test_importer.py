@@ -499,6 +499,248 @@ def test_output_is_valid_toml_for_awkward_names() -> None:
     assert parse_config(result.toml).instances[0].name == "a_b_c"
 
 
+# --------------------------------------------------------------------------- tracking and hooks
+
+SCRIPT_DEFS = """\
+vrrp_script chk_a {
+    script "/usr/local/bin/chk --name 'a b' \\\\x41"
+    interval 2
+    timeout 3
+    weight -20
+    rise 2
+    fall 4
+}
+vrrp_script chk_rev {
+    script /usr/local/bin/chk-rev
+    weight 10 reverse
+}
+track_file tf {
+    file /run/tf
+    weight 5
+}
+"""
+
+
+def tracked(body: str, defs: str = SCRIPT_DEFS) -> ImportResult:
+    """``minimal(body)`` after ``defs`` (the definitions must come first, as in keepalived)."""
+    return convert(defs + minimal(body))
+
+
+def entries(result: ImportResult, key: str) -> list[dict[str, object]]:
+    """The converted instance's tracker tables of ``key`` (all of them tables)."""
+    items = instance(result)[key]
+    assert isinstance(items, list) and all(isinstance(i, dict) for i in items)
+    return items
+
+
+def used(result: ImportResult) -> list[tuple[int, str]]:
+    """The reasons, but for definitions nothing tracks."""
+    return [(line, r) for line, r in reasons(result) if not r.startswith("tracked by no")]
+
+
+def test_script_converts_with_every_option_and_keepalived_arguments() -> None:
+    result = tracked("track_script {\n    chk_a\n}")
+    assert used(result) == []
+    [script] = entries(result, "track_scripts")
+    assert script == {
+        "name": "chk_a",
+        "command": "/usr/local/bin/chk --name 'a b' A",
+        "interval": 2,
+        "timeout": 3,
+        "rise": 2,
+        "fall": 4,
+        "weight": -20,
+    }
+    [tracker] = parse_config(result.toml).instances[0].track_scripts
+    assert tracker.command == ("/usr/local/bin/chk", "--name", "a b", "A")
+    assert (tracker.interval, tracker.timeout, tracker.weight) == (2.0, 3.0, -20)
+
+
+def test_script_defaults_are_keepalived_s_and_vipd_s() -> None:
+    result = tracked("track_script {\n    chk\n}", "vrrp_script chk {\n    script /bin/chk\n}\n")
+    assert instance(result)["track_scripts"] == [{"name": "chk", "command": "/bin/chk"}]
+    [tracker] = parse_config(result.toml).instances[0].track_scripts
+    assert (tracker.interval, tracker.timeout, tracker.rise, tracker.fall) == (1.0, 1.0, 1, 1)
+    assert tracker.weight == 0  # FAULT on failure, in keepalived as in vipd
+
+
+def test_instance_weight_overrides_the_script_s_and_inherits_reverse() -> None:
+    result = tracked("track_script {\n    chk_a weight 15\n    chk_rev weight 3\n}")
+    [script] = entries(result, "track_scripts")
+    assert (script["name"], script["weight"]) == ("chk_a", 15)
+    # keepalived keeps the script's "reverse" when an entry sets only a weight.
+    [(line, reason)] = used(result)
+    assert line == 24 and reason.startswith(
+        "vipd has no reversed weights (reverse, from vrrp_script"
+    )
+    result = tracked("track_script {\n    chk_rev weight 3 noreverse\n}")
+    assert instance(result)["track_scripts"] == [
+        {"name": "chk_rev", "command": "/usr/local/bin/chk-rev", "weight": 3}
+    ]
+
+
+def test_unknown_late_and_duplicate_references_are_reported() -> None:
+    text = (
+        minimal("track_script {\n    chk_late\n    nope\n}")
+        + "vrrp_script chk_late {\n script x\n}\n"
+    )
+    result = convert(text)
+    assert "track_scripts" not in instance(result)
+    assert [r for _, r in reasons(result)] == [
+        "vrrp_script chk_late is defined only after this line (k.conf:15): keepalived does not "
+        "find it and ignores this entry",
+        "no vrrp_script named nope: keepalived ignores this entry",
+        "tracked by no vrrp_instance or vrrp_sync_group: keepalived does not run it either, so "
+        "there is nothing to convert",
+    ]
+    result = tracked("track_script {\n    chk_a\n}\ntrack_script {\n    chk_a weight 1\n}")
+    assert [line for line, _ in used(result)] == [26]
+    assert entries(result, "track_scripts")[0]["weight"] == -20
+
+
+def test_own_interface_is_tracked_unless_dont_track_primary() -> None:
+    assert instance(convert(minimal("")))["track_interfaces"] == ["eth0"]
+    result = convert(minimal("dont_track_primary\ntrack_interface {\n    eth1 weight -50\n}"))
+    assert instance(result)["track_interfaces"] == [{"name": "eth1", "weight": -50}]
+    assert result.complete
+    # keepalived ignores a track_interface entry for the instance's own interface.
+    result = convert(minimal("track_interface {\n    eth0 weight -50\n    eth1\n}"))
+    assert instance(result)["track_interfaces"] == ["eth0", "eth1"]
+    assert [line for line, _ in reasons(result)] == [7]
+
+
+def test_track_file_weights() -> None:
+    result = tracked("track_file {\n    tf\n}")
+    assert instance(result)["track_files"] == [{"name": "tf", "path": "/run/tf", "weight": 5}]
+    result = tracked("track_file {\n    tf weight 0\n}")
+    [tracker] = parse_config(result.toml).instances[0].track_files
+    assert (tracker.path, tracker.weight) == ("/run/tf", 0)
+    default = tracked("track_file {\n    f\n}", "track_file f {\n    file /run/f\n}\n")
+    assert instance(default)["track_files"] == [{"name": "f", "path": "/run/f"}]  # weight 1
+
+
+def test_address_owner_drops_weighted_trackers() -> None:
+    result = tracked(
+        "priority 255\ntrack_script {\n    chk_a\n    chk_a2\n}\n"
+        "track_interface {\n    eth1 weight 5\n}\ntrack_file {\n    tf\n}",
+        SCRIPT_DEFS + "vrrp_script chk_a2 {\n    script /bin/x\n}\n",
+    )
+    inst = instance(result)
+    assert inst["track_scripts"] == [{"name": "chk_a2", "command": "/bin/x"}]
+    assert inst["track_interfaces"] == ["eth0"]
+    assert "track_files" not in inst
+    assert [r.endswith("its priority stays 255") for _, r in used(result)] == [True] * 3
+
+
+def test_tracker_names_stay_unique() -> None:
+    defs = "vrrp_script eth1 {\n    script /bin/a\n}\ntrack_file eth1 {\n    file /run/b\n}\n"
+    result = tracked(
+        "track_interface {\n    eth1\n}\ntrack_script {\n    eth1\n}\ntrack_file {\n    eth1\n}",
+        defs,
+    )
+    config = parse_config(result.toml).instances[0]
+    assert [t.name for t in config.trackers] == ["eth0", "eth1", "eth1-script", "eth1-file"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("interval 0", "k.conf:3: interval: must be an integer 1..4294, got '0'"),
+        ("interval 0.5", "k.conf:3: interval: must be an integer 1..4294, got '0.5'"),
+        ("timeout x", "k.conf:3: timeout: must be an integer 1..4294, got 'x'"),
+        ("weight 254", "k.conf:3: weight 254: weight must be an integer -253..253"),
+        ("weight 5 backwards", "k.conf:3: weight 5 backwards: unknown option 'backwards'"),
+        ("rise 0", "k.conf:3: rise: must be an integer 1..2147483647, got '0'"),
+        ('script "/bin/x \'y"', "k.conf:2: script: unterminated ' in the command"),
+        ('script ""', "k.conf:2: script: needs a command"),
+    ],
+)
+def test_bad_vrrp_script_values_are_parse_errors(body: str, message: str) -> None:
+    text = f"vrrp_script s {{\n    script /bin/x\n    {body}\n}}\n"
+    if body.startswith("script"):
+        text = f"vrrp_script s {{\n    {body}\n}}\n"
+    with pytest.raises(KeepalivedParseError) as info:
+        convert(text + minimal("track_script {\n    s\n}"))
+    assert str(info.value).startswith(message)
+
+
+def test_track_entry_forms() -> None:
+    with pytest.raises(KeepalivedParseError, match=r"weight must be an integer -253\.\.253"):
+        convert(minimal("track_interface {\n    eth1 weight 300\n}"))
+    # keepalived ignores an entry whose words do not start with "weight".
+    result = convert(minimal("track_interface {\n    eth1 reverse\n    eth2 eth3\n}"))
+    assert instance(result)["track_interfaces"] == ["eth0"]
+    assert [line for line, _ in reasons(result)] == [7, 8]
+
+
+@given(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=30))
+def test_commands_read_back_as_keepalived_splits_them(text: str) -> None:
+    """Whatever keepalived makes of a script string, vipd's string form gives the same argv."""
+    import shlex
+
+    from vipd.importer import _command, _split_command
+
+    try:
+        argv = _split_command(Statement(["script", text], "k.conf", 1), text)
+    except KeepalivedParseError:
+        return
+    assert shlex.split(_command(argv)) == argv
+
+
+def test_hooks_convert_first_one_wins_and_users_are_reported() -> None:
+    result = convert(
+        minimal(
+            "notify_master \"/bin/up 'a b'\"\nnotify_master /bin/other\n"
+            "notify_backup /bin/down root\nnotify /bin/all\nnotify_stop /bin/stop\n"
+            "notify_fault /bin/fault"
+        )
+    )
+    config = parse_config(result.toml).instances[0]
+    assert config.notify_master == ("/bin/up", "a b")
+    assert config.notify_backup == ("/bin/down",)
+    assert (config.notify, config.notify_stop, config.notify_fault) == (
+        ("/bin/all",),
+        ("/bin/stop",),
+        ("/bin/fault",),
+    )
+    assert [line for line, _ in reasons(result)] == [7, 8]
+    assert reasons(result)[1][1].startswith("converted without 'root'")
+
+
+def test_sync_group_converts_with_hooks_and_member_rules() -> None:
+    two = TWO_INSTANCES.replace("vrrp_version 2", "vrrp_version 3")
+    text = (
+        "vrrp_script chk {\n    script /bin/chk\n    weight -10\n}\n"
+        + two.replace(
+            "    virtual_router_id 52\n",
+            "    virtual_router_id 52\n    track_script {\n        chk\n    }\n",
+        )
+        + "vrrp_sync_group G {\n    group {\n        VI_1 VI_2\n    }\n"
+        + '    notify_master "/bin/g master"\n    notify /bin/g\n'
+        + "    track_interface {\n        eth9 weight -7\n    }\n}\n"
+    )
+    result = convert(text)
+    config = parse_config(result.toml)
+    [group] = config.groups
+    assert (group.name, group.instances) == ("G", ("VI_1", "VI_2"))
+    assert (group.notify_master, group.notify) == (("/bin/g", "master"), ("/bin/g",))
+    for inst in config.instances:
+        # The group's tracker on every member; VI_2's weighted script dropped, as keepalived does.
+        assert [(t.name, t.weight) for t in inst.trackers] == [("eth0", 0), ("eth9", -7)]
+    [unconverted] = result.unconverted
+    assert unconverted.text == "chk" and "sync_group_tracking_weight" in unconverted.reason
+    # With sync_group_tracking_weight the member keeps it.
+    kept = convert(
+        text.replace("    notify /bin/g\n", "    notify /bin/g\n    sync_group_tracking_weight\n")
+    )
+    assert [t.name for t in parse_config(kept.toml).instances[1].trackers] == [
+        "eth0",
+        "eth9",
+        "chk",
+    ]
+    assert kept.complete
+
+
 # --------------------------------------------------------------------------- CLI
 
 
