@@ -747,15 +747,24 @@ def _ifname(value: object) -> str:
     return value
 
 
-def _node_name(value: object) -> str:
-    if (
-        isinstance(value, str)
-        and 1 <= len(value) <= 64
-        and value.isprintable()
-        and not any(c.isspace() for c in value)
-    ):
-        return value
-    raise _Invalid(f"must be 1..64 printable characters without spaces, got {_show(value)}")
+def _printable_name(max_len: int) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        if (
+            isinstance(value, str)
+            and 1 <= len(value) <= max_len
+            and value.isprintable()
+            and not any(c.isspace() for c in value)
+        ):
+            return value
+        raise _Invalid(
+            f"must be 1..{max_len} printable characters without spaces, got {_show(value)}"
+        )
+
+    return check
+
+
+_node_name = _printable_name(64)
+_tracker_name = _printable_name(128)
 
 
 def _socket_path(value: object) -> str:
@@ -850,17 +859,6 @@ def _command(value: object) -> tuple[str, ...]:
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise _Invalid(f"must be a command (string or array of strings), got {_show(value)}")
-
-
-def _tracker_name(value: object) -> str:
-    if (
-        isinstance(value, str)
-        and 1 <= len(value) <= 128
-        and value.isprintable()
-        and not any(c.isspace() for c in value)
-    ):
-        return value
-    raise _Invalid(f"must be 1..128 printable characters without spaces, got {_show(value)}")
 
 
 def _http_url(value: object) -> str:

@@ -167,43 +167,17 @@ class InstanceRuntime:
         return cached
 
 
-# Keys a reload can change without restarting the instance (its VRID, interface, address and
-# fencing stay): everything else replaces it.
-_IN_PLACE = frozenset(
-    {
-        "priority",
-        "advert_interval",
-        "vips",
-        "preempt",
-        "preempt_delay",
-        "unicast_peers",
-        "vip_label",
-        "announce_count",
-        "announce_spacing",
-        "announce_refresh",
-        "lease_ttl",
-        "peers",
-        # docs/tracking.md: new trackers take over once they have reported; hooks queued
-        # before the reload still run.
-        "track_interfaces",
-        "track_scripts",
-        "track_http",
-        "track_tcp",
-        "track_files",
-        "notify",
-        "notify_master",
-        "notify_backup",
-        "notify_fault",
-        "notify_stop",
-        "notify_timeout",
-    }
+# What a reload cannot change in place: the instance is replaced (shut down, started again).
+# Everything else (priority, interval, VIPs, preemption, announcements, peers, lease TTL,
+# trackers and hooks: docs/operations.md, docs/tracking.md) is applied to the running instance.
+_REPLACES = frozenset(
+    {"interface", "vrid", "checksum", "use_vmac", "unicast_source", "fence", "lease_name"}
 )
 
 
 def _in_place(old: InstanceConfig, new: InstanceConfig) -> bool:
     changed = {f.name for f in fields(old) if getattr(old, f.name) != getattr(new, f.name)}
-    family_kept = old.family == new.family
-    return family_kept and changed <= _IN_PLACE
+    return old.family == new.family and not changed & _REPLACES
 
 
 def _params(cfg: InstanceConfig, primary: IPAddress) -> Params:
