@@ -1362,8 +1362,6 @@ class _Converter:
         _no_block(st)
         if not st.args:
             raise _err(st, "needs a command")
-        if len(st.args) > 3:
-            raise _err(st, "takes a command, then at most a user and a group")
         argv = _split_command(st, st.args[0])
         earlier = hooks.get(st.keyword)
         if earlier is not None:
@@ -1470,8 +1468,6 @@ class _Converter:
                 self.report(
                     group.st, "no converted member: sync group not converted", _header(group.st)
                 )
-                for inst in self.instances:
-                    assert inst.group is not group
                 continue
             group.name = self._group_name(group.kname)
             if group.name != group.kname:
@@ -1554,22 +1550,24 @@ class _Converter:
                 final[(track.kind, track.key)] = kept
         if group is not None:
             for gtrack in group.tracks:
-                if gtrack.dropped:
-                    continue
                 assert gtrack.st is not None
                 copy = replace(gtrack, group=group)
                 existing = final.get((gtrack.kind, gtrack.key))
                 if existing is None:
-                    final[(gtrack.kind, gtrack.key)] = copy
+                    if not gtrack.dropped:
+                        final[(gtrack.kind, gtrack.key)] = copy
                 elif existing.weight:
                     assert existing.st is not None
                     self.report(
                         existing.st,
                         f"vrrp_sync_group {group.kname} tracks {gtrack.key} too "
                         f"({_where(gtrack.st)}); keepalived uses the group's weight "
-                        f"{gtrack.weight} instead of this entry's",
+                        f"{gtrack.weight}{' reverse' if gtrack.reverse else ''} instead of "
+                        "this entry's",
                     )
-                    final[(gtrack.kind, gtrack.key)] = copy
+                    del final[(gtrack.kind, gtrack.key)]
+                    if not gtrack.dropped:
+                        final[(gtrack.kind, gtrack.key)] = copy
                 else:
                     where = "its own" if existing.st is None else f"its own ({_where(existing.st)})"
                     inst.notes.append(
@@ -1652,7 +1650,8 @@ class _Converter:
         name = _tracker_name(track.key)
         base, n = name, 1
         while name in names:
-            name = f"{base}-{track.kind}" if n == 1 else f"{base}-{track.kind}-{n}"
+            suffix = f"-{track.kind}" if n == 1 else f"-{track.kind}-{n}"
+            name = base[: 128 - len(suffix)] + suffix
             n += 1
         names.add(name)
         entry: dict[str, object] = {"name": name}

@@ -741,6 +741,24 @@ def test_sync_group_converts_with_hooks_and_member_rules() -> None:
     assert kept.complete
 
 
+def test_group_tracker_replaces_a_member_s_weighted_entry_even_reversed() -> None:
+    """keepalived 2.2.7 tracks s with the group's "weight 5 reverse" here; vipd cannot."""
+    text = (
+        "vrrp_script s {\n    script /bin/s\n}\n"
+        + minimal("track_script {\n    s weight 3\n}\nnotify_master /bin/m nobody nogroup x")
+        + "vrrp_sync_group G {\n    group {\n        VI_1\n    }\n"
+        + "    sync_group_tracking_weight\n    track_script {\n        s weight 5 reverse\n"
+        + "    }\n}\n"
+    )
+    result = convert(text)
+    assert "track_scripts" not in instance(result)
+    assert [line for line, _ in reasons(result)] == [10, 12, 24]
+    assert reasons(result)[0][1].endswith(
+        "keepalived uses the group's weight 5 reverse instead of this entry's"
+    )
+    assert parse_config(result.toml).instances[0].notify_master == ("/bin/m",)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
