@@ -9,11 +9,15 @@
   including file. Anything malformed raises :class:`KeepalivedParseError` naming the file
   and line. Conditional lines (``@id``), parameter definitions (``$NAME=``) and
   ``~SEQ``/``~LST`` are refused rather than guessed at.
-* A converter from the parsed tree to vipd's ``[daemon]`` and ``[[instance]]`` tables. It
-  reproduces what keepalived 2.2 actually runs (e.g. ``state MASTER`` without a priority
-  means priority 255; keepalived ignores ``nopreempt`` with ``state MASTER``), and every
-  line it cannot express in vipd's configuration becomes an :class:`Unconverted` entry with
-  file, line and reason: nothing is dropped silently.
+* A converter from the parsed tree to vipd's ``[daemon]``, ``[[instance]]`` and ``[[group]]``
+  tables, trackers and hooks included. It reproduces what keepalived 2.2 actually runs (e.g.
+  ``state MASTER`` without a priority means priority 255; keepalived ignores ``nopreempt``
+  with ``state MASTER``; it tracks an instance's own interface, drops the weighted trackers
+  of an address owner and, without ``sync_group_tracking_weight``, the weighted track
+  scripts and files of sync group members; the first ``vrrp_script`` of a name and the first
+  notify line of a kind count), and every line it cannot express in vipd's configuration
+  becomes an :class:`Unconverted` entry with file, line and reason: nothing is dropped
+  silently.
 
 The generated TOML is validated with :func:`vipd.config.parse_config` before it is returned.
 """
