@@ -1481,10 +1481,7 @@ class _Converter:
                 )
             if "notify" in group.hooks:
                 passed = "" if group.name == group.kname else f" (keepalived passed {group.kname})"
-                group.notes.append(
-                    f"notify gets GROUP {group.name} <STATE>{passed}; keepalived also passes a "
-                    "fourth argument, 0."
-                )
+                group.notes.append(f"notify gets GROUP {group.name} <STATE> 0{passed}.")
             owner = next((m for m in group.members if m.values["priority"] == 255), None)
             for track in group.tracks:
                 assert track.st is not None

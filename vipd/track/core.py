@@ -239,12 +239,12 @@ class Hooks:
 
 
 def hook_argvs(
-    hooks: Hooks, kind: str, name: str, state: str, priority: int | None = None
+    hooks: Hooks, kind: str, name: str, state: str, priority: int = 0
 ) -> list[tuple[str, ...]]:
     """The commands to run, in order, when instance or group ``name`` enters ``state``
     (MASTER, BACKUP, FAULT, STOP): the state's own hook as configured, then the generic
-    ``notify`` with keepalived's arguments appended: ``INSTANCE name STATE priority`` for an
-    instance, ``GROUP name STATE`` for a group (``kind`` is "INSTANCE" or "GROUP")."""
+    ``notify`` with keepalived's arguments appended: ``INSTANCE name STATE priority``, or
+    ``GROUP name STATE 0`` for a group (keepalived 2.2 passes 0 as a group's priority)."""
     if kind not in ("INSTANCE", "GROUP"):
         raise ValueError(f"kind must be INSTANCE or GROUP, got {kind!r}")
     argvs: list[tuple[str, ...]] = []
@@ -252,6 +252,5 @@ def hook_argvs(
     if specific:
         argvs.append(specific)
     if hooks.notify:
-        extra = (kind, name, state) if priority is None else (kind, name, state, str(priority))
-        argvs.append((*hooks.notify, *extra))
+        argvs.append((*hooks.notify, kind, name, state, str(priority)))
     return argvs

@@ -265,11 +265,11 @@ def test_instance_hooks_follow_keepalived_argument_convention() -> None:
     ]
 
 
-def test_group_hooks_get_no_priority() -> None:
+def test_group_hooks_get_priority_zero_like_keepalived() -> None:
     hooks = Hooks(notify=("/bin/n",), notify_stop=("/bin/stop",))
     assert hook_argvs(hooks, "GROUP", "edge", "STOP") == [
         ("/bin/stop",),
-        ("/bin/n", "GROUP", "edge", "STOP"),
+        ("/bin/n", "GROUP", "edge", "STOP", "0"),
     ]
 
 
