@@ -357,7 +357,8 @@ def test_sync_group_members_fail_over_together(make_pair: PairFactory) -> None:
 
     def group_states(node: str) -> list[str]:
         ns = pair.nodes[node].host.ns
-        return [line.split()[-1] for line in lines(group_log) if line.startswith(f"{ns} ")]
+        # "NS edge STATE 0": sh -c takes "GROUP" as $0, so $* starts at the name.
+        return [line.split()[2] for line in lines(group_log) if line.startswith(f"{ns} ")]
 
     pair.start("n1")
     wait_until(lambda: both_on("n1"), 20, what="n1 to hold both VIPs")
