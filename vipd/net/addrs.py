@@ -42,10 +42,9 @@ from ipaddress import (
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError as _PyrNetlinkError
-
 from vipd.announce.frames import format_mac, parse_mac, vmac_for
+from vipd.net.rtnl import IPRoute
+from vipd.net.rtnl import NetlinkError as _PyrNetlinkError
 
 __all__ = [
     "AddressManager",

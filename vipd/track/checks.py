@@ -19,12 +19,14 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+from vipd.net.rtnl import RTMGRP_LINK, AsyncIPRoute
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger("vipd.track")
 
@@ -123,7 +125,10 @@ async def check_script(argv: Sequence[str], timeout: float) -> CheckResult:
 def http_client(verify_tls: bool = True) -> httpx.AsyncClient:
     """A client for one HTTP tracker: no proxies from the environment (a health check of the
     local proxy must not go through another one), no redirects followed, and a fresh
-    connection for every check, so a proxy that stopped accepting is noticed."""
+    connection for every check, so a proxy that stopped accepting is noticed. (httpx is
+    imported here, by the first HTTP tracker: a daemon without one does not pay its memory.)"""
+    import httpx
+
     return httpx.AsyncClient(
         verify=verify_tls,
         trust_env=False,
@@ -137,6 +142,8 @@ async def check_http(
 ) -> CheckResult:
     """OK when ``url`` answers with ``status`` within ``timeout`` seconds (headers; the body
     is not read)."""
+    import httpx
+
     try:
         async with asyncio.timeout(timeout):
             async with client.stream("GET", url, timeout=timeout) as response:

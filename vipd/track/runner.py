@@ -14,14 +14,16 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
 from vipd.config import TrackConfig
 from vipd.track import checks
 from vipd.track.core import Kind, Tracker, TrackerParams
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger("vipd.track")
 
