@@ -127,6 +127,7 @@ class InstanceRuntime:
     counters: Counter[str] = field(default_factory=Counter)
     last_transition: Transition | None = None
     timer: asyncio.TimerHandle | None = None
+    timer_at: float = 0.0  # the boottime the armed timer is for
     kernel_expiry: float = 0.0  # fenced: when the kernel drops the VIPs by itself (S4)
     pings: dict[int, float] = field(default_factory=dict)  # peer ping seq -> sent at
     peer_ready_at: float | None = None  # last confirmation from a peer ready to take over
@@ -142,7 +143,11 @@ class InstanceRuntime:
 
     @functools.cached_property
     def vip_addresses(self) -> frozenset[IPAddress]:
-        return frozenset(v.ip for v in self.cfg.vips)
+        return frozenset(self.vip_tuple)
+
+    @functools.cached_property
+    def vip_tuple(self) -> tuple[IPAddress, ...]:  # as our own adverts list them
+        return tuple(v.ip for v in self.cfg.vips)
 
     @functools.cached_property
     def announcement(self) -> list[bytes]:
@@ -653,7 +658,7 @@ class Daemon:
             inst.counters["drop:unknown-peer"] += 1
             return
         inst.counters["adverts_received"] += 1
-        if frozenset(advert.addresses) != inst.vip_addresses:
+        if advert.addresses != inst.vip_tuple and frozenset(advert.addresses) != inst.vip_addresses:
             # RFC 5798 7.1: a misconfiguration to log. keepalived drops such adverts, so a
             # mixed pair whose VIP lists differ ends in split brain: say so loudly, once.
             if not inst.counters["advert-vip-mismatch"]:
@@ -740,18 +745,25 @@ class Daemon:
 
     # ---- outputs ---------------------------------------------------------------------------
     def _after(self, inst: InstanceRuntime) -> None:
-        """Carry out what the cores decided, then re-arm the instance's single timer."""
+        """Carry out what the cores decided, then make sure the instance's single timer fires
+        no later than the cores' next deadline. A timer armed for an earlier time is kept: it
+        fires, finds nothing due (the cores check the time) and re-arms. So a backup hearing an
+        advert every interval, which pushes its deadline back each time, re-arms its timer
+        about once per Master_Down_Interval instead of on every advert."""
         self._pump(inst)
-        if inst.timer is not None:
-            inst.timer.cancel()
-            inst.timer = None
-        times = [inst.machine.get_timer()]
+        deadline = inst.machine.get_timer()
         if inst.lease is not None:
-            times.append(inst.lease.get_timer())
-        deadline = min((t for t in times if t is not None), default=None)
-        if deadline is not None and self._loop is not None:
-            delay = max(0.0, deadline - boottime())
-            inst.timer = self._loop.call_later(delay, self._on_timer, inst)
+            lease_at = inst.lease.get_timer()
+            if lease_at is not None and (deadline is None or lease_at < deadline):
+                deadline = lease_at
+        if deadline is None or self._loop is None:
+            return
+        if inst.timer is not None:
+            if inst.timer_at <= deadline:
+                return
+            inst.timer.cancel()
+        inst.timer_at = deadline
+        inst.timer = self._loop.call_later(max(0.0, deadline - boottime()), self._on_timer, inst)
 
     def _pump(self, inst: InstanceRuntime) -> None:
         """Carry out the machine's actions and the lease's events until both are quiet (each
@@ -1112,6 +1124,7 @@ class Daemon:
         inst._advert_cache.clear()
         inst.__dict__.pop("announcement", None)  # both rebuilt for the new VIPs
         inst.__dict__.pop("vip_addresses", None)
+        inst.__dict__.pop("vip_tuple", None)
         if inst.lease is not None:
             inst.lease.params = self._lease_params(cfg, inst.machine)
         self._update_tracking(inst, old, cfg)

@@ -92,7 +92,7 @@ class VrrpSocket:
         """Send one VRRP message; OSError (ENOBUFS, ENETDOWN...) is the caller's to count."""
         if isinstance(src, IPv4Address) and isinstance(dst, IPv4Address):
             packet = ipv4_header(src, dst, len(message)) + message
-            self._sock.sendto(packet, (str(dst), 0))
+            self._sock.sendto(packet, (dst.compressed, 0))
         else:
             pktinfo = src.packed + struct.pack("@I", self.ifindex)
             self._sock.sendmsg(

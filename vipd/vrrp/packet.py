@@ -13,6 +13,7 @@ message alone. IPv6 always uses the pseudo-header (RFC 5798 section 5.2.8).
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -163,11 +164,23 @@ def decode(
     max_adver_int = rsvd_int & MAX_ADVER_INT_CS
     if max_adver_int == 0:
         raise PacketError("interval", "Max Adver Int 0")
-    addresses: list[IPAddress] = []
-    for i in range(count):
-        raw = message[HEADER_LEN + i * size : HEADER_LEN + (i + 1) * size]
-        addresses.append(IPv4Address(raw) if size == 4 else IPv6Address(raw))
-    return Advert(vrid, priority, max_adver_int, tuple(addresses))
+    make = _ipv4 if size == 4 else _ipv6
+    addresses = tuple(
+        make(message[HEADER_LEN + i * size : HEADER_LEN + (i + 1) * size]) for i in range(count)
+    )
+    return Advert(vrid, priority, max_adver_int, addresses)
+
+
+# The same few addresses arrive in every advert: building ipaddress objects from their bytes is
+# a measurable share of a backup's CPU at short intervals, so remember them (bounded).
+@functools.lru_cache(maxsize=4096)
+def _ipv4(raw: bytes) -> IPv4Address:
+    return IPv4Address(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ipv6(raw: bytes) -> IPv6Address:
+    return IPv6Address(raw)
 
 
 def parse_ipv4(datagram: bytes) -> tuple[IPv4Address, IPv4Address, int, bytes]:
@@ -183,13 +196,14 @@ def parse_ipv4(datagram: bytes) -> tuple[IPv4Address, IPv4Address, int, bytes]:
     if datagram[9] != PROTO_VRRP:
         raise PacketError("protocol", f"IP protocol {datagram[9]}")
     return (
-        IPv4Address(datagram[12:16]),
-        IPv4Address(datagram[16:20]),
+        _ipv4(datagram[12:16]),
+        _ipv4(datagram[16:20]),
         datagram[8],
         datagram[ihl:total],
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def ipv4_header(src: IPv4Address, dst: IPv4Address, payload_len: int) -> bytes:
     """An IPv4 header for a VRRP message (TTL 255, DSCP CS6 like keepalived); the kernel
     fills in the ID and header checksum when they are zero (IP_HDRINCL)."""
