@@ -137,11 +137,11 @@ def test_master_killed_with_its_link_up_leaves_no_second_holder(tmp_path: Path) 
 @pytest.mark.netns
 @pytest.mark.xfail(
     strict=True,
-    reason="bug (found by the soak, benchmarks/chaos.py --seed 12 --soak 1800: the master's RSS "
-    "grew about 0.3 MB a minute, fds flat): AddressManager._index calls pyroute2 0.9.7's "
-    "IPRoute.link_lookup, which keeps ~1.6 KB of RSS per call (objects in pyroute2's netlink "
-    "and its private asyncio loop, one set per call); the master looks the interface up on "
-    "every VIP lifetime refresh. A plain addr('replace') does not leak",
+    reason="open bug, found by the soak (benchmarks/chaos.py --seed 12 --soak 1800: the "
+    "master's RSS grew about 0.3 MB a minute, fds flat). The interface lookup on every VIP "
+    "lifetime refresh (pyroute2 0.9.7 link_lookup, ~1.6 KB a call) is gone (if_nametoindex); "
+    "what is left, ~0.4 KB a refresh, is kept by pyroute2's addr('replace') request "
+    "processing (tracemalloc: pyroute2/requests/main.py, iproute/linux.py:2027)",
 )
 def test_vip_lifetime_refreshes_do_not_leak_memory() -> None:
     import tracemalloc
