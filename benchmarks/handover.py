@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import statistics
 import subprocess
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = shlex.join(["python", "benchmarks/handover.py", *sys.argv[1:]])
     started = time.monotonic()
+    load_before = os.getloadavg()
     rows = []
     for interval in args.intervals:
         vipd: list[float] = []  # kernel-side gap
@@ -235,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *machine(),
         f"- runs per interval: {args.runs}; whole run took {elapsed:.1f} min",
+        "- load averages (1/5/15 min) before: {:.2f} / {:.2f} / {:.2f}, after: "
+        "{:.2f} / {:.2f} / {:.2f} (2 CPUs shared with other work)".format(
+            *load_before, *os.getloadavg()
+        ),
         "",
         "All values in ms, median (min-max).",
         "",
