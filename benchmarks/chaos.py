@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--soak", type=float, default=None, metavar="S", help="soak S seconds")
     parser.add_argument("--sample-every", type=float, default=5.0, help="soak: fd/RSS period")
+    parser.add_argument(
+        "--only-faults",
+        default=None,
+        metavar="N:M",
+        help="replay only faults N..M-1 (0-based, as numbered from 1 in the output minus 1) of "
+        "the seed's schedule",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
     parser.add_argument("--keep", type=Path, default=None, help="keep logs in this directory")
     args = parser.parse_args(argv)
@@ -135,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "--witness",
             args.witness,
             *(["--faults", args.faults] if args.faults else []),
+            *(["--only-faults", args.only_faults] if args.only_faults else []),
         ]
     )
     print(f"chaos: seed {seed}; replay with: {replay}", flush=True)
@@ -148,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             timing = timing_for(pair)
             schedule = make_schedule(seed, duration, timing, kinds, args.witness)
+            if args.only_faults:
+                first, _, last = args.only_faults.partition(":")
+                schedule = schedule[int(first or 0) : int(last) if last else None]
             print(
                 f"advert {timing.advert_interval:g} s, lease TTL {timing.lease_ttl:g} s; bounds:"
                 f" takeover {timing.takeover * 1000:.0f} ms, handover"
@@ -191,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         table, verdicts = soak_table(sampler)
         soak_rows = verdicts
         print()
-        print(f"soak: {duration / 60:.1f} min of faults, fd/RSS every {args.sample_every:g} s")
+        print(
+            f"soak: {report.duration / 60:.1f} min of faults, fd/RSS every {args.sample_every:g} s"
+        )
         print(table)
     print()
     print(
