@@ -490,10 +490,15 @@ class Lab:
         self.hosts[name] = host
         # Defaults must be set before eth0 arrives: the kernel copies "default"
         # into a new interface's settings when it registers, and DAD would
-        # start the moment the link comes up.
+        # start the moment the link comes up. Hosts do not forward: a new
+        # namespace inherits the machine's ip_forward (podman's install turns it
+        # on), and an old master that forwards relays the client's packets for
+        # the VIP it just dropped, which hides part of a failover's outage.
         _write_sysctls(
             ns,
             [
+                ("net.ipv4.ip_forward", "0"),
+                ("net.ipv6.conf.all.forwarding", "0"),
                 ("net.ipv6.conf.all.accept_dad", "0"),
                 ("net.ipv6.conf.default.accept_dad", "0"),
                 ("net.ipv6.conf.all.dad_transmits", "0"),
