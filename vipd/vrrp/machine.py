@@ -21,9 +21,11 @@ BACKUP     advert p >= P, or no     learn Master_Adver_Interval, re-arm         
 BACKUP     advert p < P, preempt    discard (the master-down timer will fire)     BACKUP
 MASTER     Adver_Timer              advert (announce too if the timer fired more  MASTER
                                     than one interval late: we were frozen)
-MASTER     advert p == 0            advert at once                                MASTER
-MASTER     advert p > P, or p == P  remove VIPs, learn interval, arm              BACKUP
-           and sender > primary     Master_Down_Timer
+MASTER     advert p == 0            advert at once, announce: the leaving router  MASTER
+                                    was master too, clients may point at it
+MASTER     advert p > P, or p == P  advert priority 0 (so that master             BACKUP
+           and sender > primary     re-announces), remove VIPs, learn interval,
+                                    arm Master_Down_Timer
 MASTER     advert otherwise         advert at once (RFC 9568), announce: a        MASTER
                                     competing master may have moved ARP caches
 any        shutdown                 if MASTER: advert priority 0, remove VIPs     INITIALIZE
@@ -388,11 +390,17 @@ class Machine:
 
     def _master_receive(self, advert: Advert, src: IPAddress, now: float) -> None:
         if advert.priority == 0:
+            # Another router was master too (a split brain ending) and is leaving: clients may
+            # still point at it, so advertise at once and re-announce.
             self._send_advert(now)
+            self._trigger_announce(now, "competing-master")
             return
         if advert.priority > self.priority or (
             advert.priority == self.priority and int(src) > int(self.params.primary)
         ):
+            # Say so with a priority-0 advert: the higher master may never have heard us (a
+            # partition healing), and clients may still point at us until it re-announces.
+            self._emit(SendAdvert(0))
             self._emit(RemoveVips())
             self._release_lease()
             self._announce.stop()

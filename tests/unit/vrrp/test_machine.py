@@ -113,9 +113,16 @@ def test_master_yields_to_higher_priority() -> None:
     m.receive(advert(255), IPv4Address("192.0.2.200"), 0.5)  # equal, greater address wins
     assert m.state is State.BACKUP
     assert m.drain() == [
+        SendAdvert(0),  # the higher master may never have heard us: it re-announces
         RemoveVips(),
         StateChanged(State.MASTER, State.BACKUP, "higher-priority-master", 255),
     ]
+
+
+def test_master_hearing_a_leaving_master_advertises_and_re_announces() -> None:
+    m = master_of(machine(100))
+    m.receive(advert(0), PEER, 10.0)
+    assert m.drain() == [SendAdvert(100), Announce("competing-master")]
 
 
 def test_master_keeps_role_on_equal_priority_from_lower_address() -> None:
@@ -371,7 +378,7 @@ def test_master_that_loses_its_lease_removes_the_vips_and_releases_on_step_down(
     assert m.drain()[0] == RemoveVips()
     m2 = master_of(machine(100, fenced=True))
     m2.receive(advert(200), PEER, 10.0)
-    assert m2.drain()[:2] == [RemoveVips(), ReleaseLease()]
+    assert m2.drain()[:3] == [SendAdvert(0), RemoveVips(), ReleaseLease()]
 
 
 def test_a_grant_that_comes_too_late_is_handed_back() -> None:
