@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -180,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  soak: {shown}", flush=True)
 
             report: ChaosReport = runner.run(on_fault=progress)
+            if not report.ok and args.keep is None:
+                # The work directory goes with the lab: keep what explains the failure.
+                kept = Path(tempfile.mkdtemp(prefix=f"vipd-chaos-{seed}-"))
+                for path in workdir.iterdir():
+                    if path.is_file() and path.suffix in (".log", ".toml"):
+                        shutil.copy2(path, kept / path.name)
+                print(f"logs of the failed run kept in {kept}", flush=True)
         except BaseException:
             print(logs(list(pair.nodes.values())), file=sys.stderr)
             raise
