@@ -297,7 +297,9 @@ def test_preemption_hands_over_through_the_lease(make_pair: PairFactory, monitor
 def test_ipv6_pair_fails_over_through_the_witness(make_pair: PairFactory, monitor_of: Any) -> None:
     pair = fenced(make_pair, family=6)
     monitor = monitor_of(pair)
-    assert counter(pair, "n1", "peer:confirms-received") > 0  # the peer channel over IPv6
+    wait_until(  # the peer channel over IPv6 (n1 pings once per advert)
+        lambda: counter(pair, "n1", "peer:confirms-received") > 0, 10, what="a confirmation"
+    )
     pair.crash("n1")
     wait_until(lambda: "n2" in pair.holders(), 15, what="n2 to take over")
     assert_no_split_brain(monitor)
