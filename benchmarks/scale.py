@@ -157,6 +157,11 @@ class Node:
         assert self.proc is not None
         return [self.proc.pid]
 
+    def alive(self) -> bool:
+        if self.keepalived is not None:
+            return self.keepalived.running()
+        return self.proc is not None and self.proc.poll() is None
+
     def vips_held(self) -> int:
         wanted = {vip_for(v) for v in range(1, self.count + 1)}
         return len(wanted & self.host.addresses())
@@ -278,6 +283,9 @@ def measure_cost(
                 cost.cpu[name].append((c1 - c0) / CLK_TCK / (t1 - t0) * 100)
                 cost.rss[name].append(rss_mb(p))
                 before[name] = (t1, c1)
+        for node in (n1, n2):
+            if not node.alive():
+                raise RuntimeError(f"{impl} on {node.host.name} exited during the measurement")
         if n2.became_master():
             raise RuntimeError(f"{impl} {count}x{interval:g}: n2 became master meanwhile")
     return cost
@@ -406,6 +414,9 @@ def measure_jitter(
             t_end = time.time()
         load1 = os.getloadavg()[0]
         seen = [s for s in sniffer.stop() if t_start <= s[0] <= t_end]
+        for node in (n1, n2):
+            if not node.alive():
+                raise RuntimeError(f"{impl} on {node.host.name} exited during the measurement")
         spurious = n2.became_master() - base
         if n1.vips_held() != count:
             spurious += 1  # n1 lost an instance (n2 took it, or a flap)
