@@ -52,7 +52,8 @@ from vipd.fence.lease import (
 from vipd.net.addrs import AddressManager, LinkInfo, NetlinkError
 from vipd.net.packet import FrameSender
 from vipd.net.peer import PeerSocket
-from vipd.net.vrrpsock import VrrpSocket
+from vipd.net.vrrpsock import Datagram, VrrpSocket
+from vipd.timers import Timers
 from vipd.track.core import (
     HOOK_STATES,
     Hooks,
@@ -81,6 +82,7 @@ from vipd.vrrp.machine import (
 from vipd.vrrp.packet import (
     GROUP_V4,
     GROUP_V6,
+    TTL,
     Advert,
     ChecksumMode,
     PacketError,
@@ -111,7 +113,7 @@ class Transition:
     at: float  # wall clock, for humans
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: it keys the timers
 class InstanceRuntime:
     """One configured instance and the I/O resources it uses."""
 
@@ -126,20 +128,20 @@ class InstanceRuntime:
     lease: LeaseClient | None = None  # fenced instances only
     counters: Counter[str] = field(default_factory=Counter)
     last_transition: Transition | None = None
-    timer: asyncio.TimerHandle | None = None
-    timer_at: float = 0.0  # the boottime the armed timer is for
     kernel_expiry: float = 0.0  # fenced: when the kernel drops the VIPs by itself (S4)
     pings: dict[int, float] = field(default_factory=dict)  # peer ping seq -> sent at
     peer_ready_at: float | None = None  # last confirmation from a peer ready to take over
     handing_over: bool = False  # tell the peer to take over once the witness confirms release
     fence_task: asyncio.Task[None] | None = None
+    # The last advert that passed decode(), with its bytes, source and destination.
+    last_received: tuple[bytes, IPAddress, IPAddress, Advert] | None = None
     faults: dict[str, str] = field(default_factory=dict)  # source -> reason (maintenance, ...)
     hooks: HookQueue | None = None  # notify commands, run in order off the VRRP path
     group: str | None = None  # the sync group it belongs to
     tracking: TrackerRunner | None = None  # its trackers; None without any
     verdict: Verdict | None = None  # what its trackers said, once each had reported
     track_task: asyncio.Task[None] | None = None  # waiting for the trackers' first results
-    _advert_cache: dict[int, list[tuple[IPAddress, bytes]]] = field(default_factory=dict)
+    _advert_cache: dict[int, list[Datagram]] = field(default_factory=dict)
 
     @functools.cached_property
     def vip_addresses(self) -> frozenset[IPAddress]:
@@ -154,9 +156,9 @@ class InstanceRuntime:
         """GARP / unsolicited NA frames for the VIPs; they change only with the config."""
         return announcement_frames(self.mac, [v.ip for v in self.cfg.vips])
 
-    def advert_packets(self, priority: int) -> list[tuple[IPAddress, bytes]]:
-        """The encoded adverts to send for ``priority`` (built once per priority: the hot path
-        only sends bytes)."""
+    def advert_packets(self, priority: int) -> list[Datagram]:
+        """The adverts to send for ``priority``, one per destination (built once per priority:
+        the hot path only sends bytes)."""
         cached = self._advert_cache.get(priority)
         if cached is None:
             advert = Advert(
@@ -167,7 +169,12 @@ class InstanceRuntime:
             )
             group: IPAddress = GROUP_V4 if self.cfg.family == 4 else GROUP_V6
             targets = self.cfg.unicast_peers or (group,)
-            cached = [(dst, encode(advert, self.primary, dst, self.checksum)) for dst in targets]
+            cached = [
+                self.sock.prepare(
+                    encode(advert, self.primary, dst, self.checksum), self.primary, dst
+                )
+                for dst in targets
+            ]
             self._advert_cache[priority] = cached
         return cached
 
@@ -208,6 +215,7 @@ class Daemon:
         self._senders: dict[str, FrameSender] = {}
         self._by_vrid: dict[tuple[str, int], dict[int, InstanceRuntime]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: Timers[InstanceRuntime] | None = None
         self._control: ControlServer | None = None
         self.witness: Backend | None = None
         self._peer: PeerSocket | None = None
@@ -227,6 +235,7 @@ class Daemon:
         """Run until ``shutdown`` is set (SIGTERM/SIGINT set it when none is passed; SIGHUP
         reloads the config)."""
         self._loop = asyncio.get_running_loop()
+        self._timers = Timers(self._loop, boottime, self._on_timer)
         if shutdown is None:
             shutdown = asyncio.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -356,9 +365,8 @@ class Daemon:
         self._pump(inst)
         if inst.hooks is not None:
             self._in_background(inst.hooks.close())  # after its STOP hooks ran
-        if inst.timer is not None:
-            inst.timer.cancel()
-            inst.timer = None
+        if self._timers is not None:
+            self._timers.cancel(inst)
         if inst.fence_task is not None:
             inst.fence_task.cancel()
         if inst.cfg.use_vmac:
@@ -621,6 +629,8 @@ class Daemon:
         self._sockets.clear()
         self._senders.clear()
         self.addrs.close()
+        if self._timers is not None:
+            self._timers.close()
         log.info("stopped")
 
     # ---- inputs ----------------------------------------------------------------------------
@@ -648,12 +658,17 @@ class Daemon:
         if inst is None:
             self.drops["unknown-vrid" if len(payload) >= 2 else "truncated"] += 1
             return
-        try:
-            advert = decode(payload, src, dst, ttl, inst.checksum)
-        except PacketError as exc:
-            inst.counters[f"drop:{exc.reason}"] += 1
-            log.debug("advert-dropped", instance=inst.cfg.name, reason=exc.reason, src=str(src))
-            return
+        last = inst.last_received
+        if last is not None and ttl == TTL and last[0] == payload and last[1:3] == (src, dst):
+            advert = last[3]  # the master repeats itself: these bytes were checked already
+        else:
+            try:
+                advert = decode(payload, src, dst, ttl, inst.checksum)
+            except PacketError as exc:
+                inst.counters[f"drop:{exc.reason}"] += 1
+                log.debug("advert-dropped", instance=inst.cfg.name, reason=exc.reason, src=str(src))
+                return
+            inst.last_received = (payload, src, dst, advert)
         if inst.cfg.unicast_peers and src not in inst.cfg.unicast_peers:
             inst.counters["drop:unknown-peer"] += 1
             return
@@ -676,7 +691,6 @@ class Daemon:
         self._after(inst)
 
     def _on_timer(self, inst: InstanceRuntime) -> None:
-        inst.timer = None
         now = boottime()
         self._check_lease(inst, now)
         inst.machine.handle_timer(now)
@@ -745,25 +759,16 @@ class Daemon:
 
     # ---- outputs ---------------------------------------------------------------------------
     def _after(self, inst: InstanceRuntime) -> None:
-        """Carry out what the cores decided, then make sure the instance's single timer fires
-        no later than the cores' next deadline. A timer armed for an earlier time is kept: it
-        fires, finds nothing due (the cores check the time) and re-arms. So a backup hearing an
-        advert every interval, which pushes its deadline back each time, re-arms its timer
-        about once per Master_Down_Interval instead of on every advert."""
+        """Carry out what the cores decided, then make sure the instance's timer fires no later
+        than the cores' next deadline (vipd.timers: an earlier one is kept)."""
         self._pump(inst)
         deadline = inst.machine.get_timer()
         if inst.lease is not None:
             lease_at = inst.lease.get_timer()
             if lease_at is not None and (deadline is None or lease_at < deadline):
                 deadline = lease_at
-        if deadline is None or self._loop is None:
-            return
-        if inst.timer is not None:
-            if inst.timer_at <= deadline:
-                return
-            inst.timer.cancel()
-        inst.timer_at = deadline
-        inst.timer = self._loop.call_later(max(0.0, deadline - boottime()), self._on_timer, inst)
+        if deadline is not None and self._timers is not None:
+            self._timers.arm(inst, deadline)
 
     def _pump(self, inst: InstanceRuntime) -> None:
         """Carry out the machine's actions and the lease's events until both are quiet (each
@@ -932,9 +937,9 @@ class Daemon:
                 log.error(event, instance=inst.cfg.name, vip=str(vip), error=str(exc))
 
     def _send_advert(self, inst: InstanceRuntime, priority: int) -> None:
-        for dst, message in inst.advert_packets(priority):
+        for datagram in inst.advert_packets(priority):
             try:
-                inst.sock.send(message, inst.primary, dst)
+                inst.sock.send(datagram)
                 inst.counters["adverts_sent"] += 1
             except OSError as exc:
                 inst.counters["send_errors"] += 1

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 from vipd.vrrp.packet import (
     GROUP_V4,
@@ -33,12 +33,17 @@ _RECV_SIZE = 65535
 _CMSG_SPACE = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(NamedTuple):  # a tuple: one per packet on the hot path
     src: IPAddress
     dst: IPAddress
     ttl: int
     payload: bytes
+
+
+class Datagram(NamedTuple):
+    data: bytes  # IPv4: with its IP header (IP_HDRINCL); IPv6: the VRRP message
+    ancillary: list[tuple[int, int, bytes]]  # IPv6: the source address and interface
+    address: tuple[str, int] | tuple[str, int, int, int]
 
 
 class VrrpSocket:
@@ -88,19 +93,25 @@ class VrrpSocket:
     def close(self) -> None:
         self._sock.close()
 
-    def send(self, message: bytes, src: IPAddress, dst: IPAddress) -> None:
-        """Send one VRRP message; OSError (ENOBUFS, ENETDOWN...) is the caller's to count."""
+    def prepare(self, message: bytes, src: IPAddress, dst: IPAddress) -> Datagram:
+        """Everything :meth:`send` needs for ``message`` from ``src`` to ``dst``: built once
+        per advert content, so the hot path only hands bytes to the kernel."""
         if isinstance(src, IPv4Address) and isinstance(dst, IPv4Address):
-            packet = ipv4_header(src, dst, len(message)) + message
-            self._sock.sendto(packet, (dst.compressed, 0))
+            return Datagram(ipv4_header(src, dst, len(message)) + message, [], (str(dst), 0))
+        pktinfo = src.packed + struct.pack("@I", self.ifindex)
+        return Datagram(
+            message,
+            [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pktinfo)],
+            (str(dst), 0, 0, self.ifindex),
+        )
+
+    def send(self, datagram: Datagram) -> None:
+        """Send one prepared VRRP message; OSError (ENOBUFS, ENETDOWN...) is the caller's to
+        count."""
+        if self.family == 4:
+            self._sock.sendto(datagram.data, datagram.address)
         else:
-            pktinfo = src.packed + struct.pack("@I", self.ifindex)
-            self._sock.sendmsg(
-                [message],
-                [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pktinfo)],
-                0,
-                (str(dst), 0, 0, self.ifindex),
-            )
+            self._sock.sendmsg([datagram.data], datagram.ancillary, 0, datagram.address)
 
     def receive(self) -> Received | None:
         """One datagram, or None when the socket is drained. Malformed IP framing raises

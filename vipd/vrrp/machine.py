@@ -45,6 +45,11 @@ MASTER     lease lost (refused or   remove VIPs                                 
 MASTER     any step down, shutdown  ... then release the lease                    ...
 ========== ======================== ============================================= ==========
 
+Adver_Timer is armed for the next multiple of Advertisement_Interval on the clock rather
+than one interval after the advert went out (:meth:`Machine._send_advert`): never more than an
+interval apart, as RFC 5798 requires, but without drift from a late event loop, and with every
+instance of one interval due at the same instants.
+
 A backup promises its master, through :meth:`Machine.promise`, how long it will certainly not
 ask for the lease; the peer channel carries that promise (the witness-lost policy).
 
@@ -66,6 +71,7 @@ MASTER     step down (handover)     advert priority 0, remove VIPs, release;    
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
@@ -181,12 +187,11 @@ class Machine:
 
     def get_timer(self) -> float | None:
         """The earliest absolute time at which :meth:`handle_timer` has work to do."""
-        times = [
-            t
-            for t in (self._adver_at, self._master_down_at, self._announce.deadline())
-            if t is not None
-        ]
-        return min(times) if times else None
+        earliest = self._announce.deadline()
+        for t in (self._adver_at, self._master_down_at):
+            if t is not None and (earliest is None or t < earliest):
+                earliest = t
+        return earliest
 
     def drain(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -468,8 +473,14 @@ class Machine:
             self._emit(ReleaseLease())
 
     def _send_advert(self, now: float) -> None:
+        """Advertise now; the next advert is due at the next multiple of the interval on the
+        clock (so within one interval). Two things follow: a timer that runs a little late
+        every time does not make the adverts drift, and every instance with this interval is
+        due at the same instants, so the caller sends them in one wake-up (vipd.timers)."""
         self._emit(SendAdvert(self.priority))
-        self._adver_at = now + self.advert_interval
+        interval = self.advert_interval
+        slot = (math.floor(now / interval) + 1) * interval
+        self._adver_at = slot if slot > now else slot + interval
 
     def _trigger_announce(self, now: float, reason: str) -> None:
         announce = self._announce.trigger(now, reason)

@@ -444,3 +444,30 @@ def test_take_over_promotes_at_once_through_the_lease() -> None:
     changes = [a for a in m.drain() if isinstance(a, StateChanged)]
     assert changes == [StateChanged(State.BACKUP, State.MASTER, "master-released", 100)]
     assert not m.take_over(0.7)  # only a backup takes over
+
+
+def test_adverts_fall_on_the_interval_grid_and_do_not_drift_with_a_late_timer() -> None:
+    m = machine(255, announce=AnnounceParams(count=1, spacing=1.2, refresh=0))
+    m.start(0.337)  # the first advert goes at once; the next at the next whole second
+    assert m.drain()[0:3] == [
+        StateChanged(State.INITIALIZE, State.MASTER, "address-owner", 255),
+        AddVips(),
+        SendAdvert(255),
+    ]
+    assert m.get_timer() == pytest.approx(1.0)
+    sent = []
+    for _ in range(50):  # a loop that always wakes 30 ms late
+        due = m.get_timer() or 0
+        m.handle_timer(due + 0.03)
+        if SendAdvert(255) in m.drain():
+            sent.append(due)
+    assert sent == pytest.approx([float(k) for k in range(1, 51)])
+
+
+def test_instances_with_one_interval_are_due_at_the_same_instants() -> None:
+    a, b = machine(255), machine(255)
+    a.start(10.02)
+    b.start(10.71)
+    assert a.get_timer() == b.get_timer() == pytest.approx(11.0)
+    a.receive(advert(100), PEER, 10.75)  # an immediate advert re-aligns to the same grid
+    assert a.get_timer() == b.get_timer()
