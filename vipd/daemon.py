@@ -53,7 +53,8 @@ from vipd.net.addrs import AddressManager, LinkInfo, NetlinkError
 from vipd.net.packet import FrameSender
 from vipd.net.peer import PeerSocket
 from vipd.net.vrrpsock import Datagram, VrrpSocket
-from vipd.timers import Timers
+from vipd.slice import request_slice
+from vipd.timers import TimerFdAlarm, Timers
 from vipd.track.core import (
     HOOK_STATES,
     Hooks,
@@ -94,6 +95,10 @@ from vipd.witness.proto import ProtoError
 
 IPAddress = IPv4Address | IPv6Address
 log = structlog.get_logger("vipd")
+
+
+#: The scheduler slice the event loop's thread asks for (vipd.slice).
+SCHED_SLICE = 0.0003
 
 
 def boottime() -> float:
@@ -235,7 +240,12 @@ class Daemon:
         """Run until ``shutdown`` is set (SIGTERM/SIGINT set it when none is passed; SIGHUP
         reloads the config)."""
         self._loop = asyncio.get_running_loop()
-        self._timers = Timers(self._loop, boottime, self._on_timer)
+        try:
+            request_slice(SCHED_SLICE)  # the loop's thread: it sends every advert
+        except OSError as exc:
+            log.info("sched-slice-refused", error=str(exc))
+        loop = self._loop
+        self._timers = Timers(lambda due: TimerFdAlarm(loop, due), boottime, self._on_timer)
         if shutdown is None:
             shutdown = asyncio.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,49 +1,149 @@
-"""Every instance's deadline on one event-loop timer.
+"""Every instance's deadline on one wake-up source.
 
-The protocol cores each report one absolute deadline (on CLOCK_BOOTTIME). Arming an asyncio
+The protocol cores each report one absolute deadline on CLOCK_BOOTTIME. Arming an asyncio
 timer per instance costs a heap entry, a handle and a loop wake-up per deadline: at 100
-instances with adverts every 0.1 s that is most of a master's CPU. Here the deadlines share one
-heap and one loop timer, and the loop wakes at most once per ``granularity`` (the wake-up time
-is rounded up to it, like the kernel's timer slack): every deadline due by then runs in that
-one wake-up, in deadline order. The masters' advert deadlines fall on a common grid (see
-:meth:`vipd.vrrp.machine.Machine.handle_timer`), so a host's adverts go out in one burst per
+instances with adverts every 0.1 s that was most of a master's CPU. Here the deadlines share one
+heap and one alarm, and the alarm goes off at most once per ``granularity`` (its time is rounded
+up to it, like the kernel's timer slack): every deadline due by then runs in that one wake-up,
+in deadline order. The masters' advert deadlines fall on a common grid (see
+:meth:`vipd.vrrp.machine.Machine._send_advert`), so a host's adverts go out in one burst per
 interval.
 
 A deadline later than the one already armed for a key is ignored: the earlier wake-up finds
 nothing due (the cores check the time themselves) and the key is armed again. A backup whose
 master-down deadline moves back with every advert so re-arms once per Master_Down_Interval.
+
+The alarm is a CLOCK_BOOTTIME timerfd the loop watches (:class:`TimerFdAlarm`): asyncio's own
+timers wait in epoll, whose timeout is whole milliseconds, so each wake-up would be up to 1 ms
+late by an amount that changes every time, and the adverts would jitter by as much.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import heapq
 import itertools
 import math
+import os
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 
-class Timers(Generic[K]):
+class Alarm(Protocol):
+    def set(self, at: float) -> None:
+        """Call back once at ``at`` (the clock's seconds), replacing any earlier setting."""
+
+    def close(self) -> None: ...
+
+
+class LoopAlarm:
+    """The event loop's own timer (``call_later``), for ``clock`` times."""
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         clock: Callable[[], float],
+        callback: Callable[[], None],
+    ) -> None:
+        self._loop, self._clock, self._callback = loop, clock, callback
+        self._handle: asyncio.TimerHandle | None = None
+
+    def set(self, at: float) -> None:
+        self.close()
+        self._handle = self._loop.call_later(max(0.0, at - self._clock()), self._callback)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_CLOCK_BOOTTIME = 7
+_TFD_TIMER_ABSTIME = 1
+_TFD_NONBLOCK = os.O_NONBLOCK
+_TFD_CLOEXEC = os.O_CLOEXEC
+
+
+class TimerFdAlarm:
+    """A timerfd(2) on CLOCK_BOOTTIME set to absolute times, read by the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        create = libc.timerfd_create
+        create.argtypes = [ctypes.c_int, ctypes.c_int]
+        self._settime = libc.timerfd_settime
+        self._settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.c_void_p,
+        ]
+        fd = create(_CLOCK_BOOTTIME, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"timerfd_create: {os.strerror(err)}")
+        self._fd: int | None = fd
+        self._spec = _Itimerspec()  # reused: it_interval stays zero (one-shot)
+        self._spec_ref = ctypes.byref(self._spec)
+        self._loop, self._callback = loop, callback
+        loop.add_reader(fd, self._expired)
+
+    def set(self, at: float) -> None:
+        assert self._fd is not None, "alarm closed"
+        ns = max(1, math.ceil(at * 1e9))  # a zero it_value would disarm the timer
+        value = self._spec.it_value
+        value.tv_sec, value.tv_nsec = divmod(ns, 1_000_000_000)
+        if self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None):
+            err = ctypes.get_errno()
+            raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
+
+    def _expired(self) -> None:
+        assert self._fd is not None
+        try:
+            os.read(self._fd, 8)
+        except BlockingIOError:
+            return  # set again after it expired and before we read it: not due yet
+        self._callback()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Timers(Generic[K]):
+    """``fire(key)`` for each key at or soon after the deadline it is armed for. ``alarm`` is
+    built with the callback that runs what is due; its times are ``clock``'s."""
+
+    def __init__(
+        self,
+        alarm: Callable[[Callable[[], None]], Alarm],
+        clock: Callable[[], float],
         fire: Callable[[K], None],
         granularity: float = 0.001,
     ) -> None:
-        self._loop = loop
+        self._alarm = alarm(self._run)
         self._clock = clock
         self._fire = fire
         self._granularity = granularity
         self._armed: dict[K, float] = {}
         self._heap: list[tuple[float, int, K]] = []  # stale entries are skipped when popped
         self._order = itertools.count()  # ties: first armed, first run
-        self._handle: asyncio.TimerHandle | None = None
-        self._wake_at: float | None = None  # the clock time the loop timer is for
+        self._wake_at: float | None = None  # what the alarm is set for
         self._running = False
+        self._closed = False
 
     def armed(self, key: K) -> float | None:
         return self._armed.get(key)
@@ -51,7 +151,7 @@ class Timers(Generic[K]):
     def arm(self, key: K, at: float) -> None:
         """Run ``fire(key)`` at or soon after ``at``, unless it is armed earlier already."""
         current = self._armed.get(key)
-        if current is not None and current <= at:
+        if self._closed or (current is not None and current <= at):
             return
         self._armed[key] = at
         heapq.heappush(self._heap, (at, next(self._order), key))
@@ -62,11 +162,12 @@ class Timers(Generic[K]):
         self._armed.pop(key, None)  # its heap entry goes stale
 
     def close(self) -> None:
+        """Forget every deadline; later arms are ignored (the daemon is shutting down)."""
+        self._closed = True
         self._armed.clear()
         self._heap.clear()
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = self._wake_at = None
+        self._alarm.close()
+        self._wake_at = None
 
     def _schedule(self) -> None:
         heap = self._heap
@@ -80,13 +181,11 @@ class Timers(Generic[K]):
         wake = max(at, math.ceil(at / self._granularity - 1e-6) * self._granularity)
         if self._wake_at is not None and self._wake_at <= wake:
             return
-        if self._handle is not None:
-            self._handle.cancel()
         self._wake_at = wake
-        self._handle = self._loop.call_later(max(0.0, wake - self._clock()), self._run)
+        self._alarm.set(wake)
 
     def _run(self) -> None:
-        self._handle = self._wake_at = None
+        self._wake_at = None
         now = self._clock()
         due = []
         heap = self._heap

@@ -1,12 +1,15 @@
-"""vipd.timers on a fake loop and clock: one loop timer for many deadlines."""
+"""vipd.timers: one wake-up for many deadlines (on a fake loop and clock), and the timerfd
+alarm on a real loop and CLOCK_BOOTTIME."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
 
-from vipd.timers import Timers
+from vipd.timers import LoopAlarm, TimerFdAlarm, Timers
 
 
 class FakeHandle:
@@ -50,7 +53,7 @@ def make(granularity: float = 0.001) -> tuple[FakeLoop, Timers[str], list[tuple[
     loop = FakeLoop()
     fired: list[tuple[float, str]] = []
     timers: Timers[str] = Timers(
-        loop,  # type: ignore[arg-type]
+        lambda due: LoopAlarm(loop, lambda: loop.now, due),  # type: ignore[arg-type]
         lambda: loop.now,
         lambda key: fired.append((loop.now, key)),
         granularity,
@@ -87,7 +90,11 @@ def test_a_later_deadline_keeps_the_earlier_one_and_cancel_forgets_the_key() -> 
 def test_a_key_armed_again_from_its_callback_for_now_runs_on_the_next_wakeup() -> None:
     loop = FakeLoop()
     runs: list[float] = []
-    timers: Timers[str] = Timers(loop, lambda: loop.now, lambda k: None)  # type: ignore[arg-type]
+    timers: Timers[str] = Timers(
+        lambda due: LoopAlarm(loop, lambda: loop.now, due),  # type: ignore[arg-type]
+        lambda: loop.now,
+        lambda k: None,
+    )
 
     def fire(key: str) -> None:
         runs.append(loop.now)
@@ -100,10 +107,12 @@ def test_a_key_armed_again_from_its_callback_for_now_runs_on_the_next_wakeup() -
     assert len(runs) == 3
 
 
-def test_close_cancels_the_loop_timer() -> None:
+def test_close_cancels_the_loop_timer_and_ignores_later_arms() -> None:
     loop, timers, fired = make()
     timers.arm("a", 0.5)
     timers.close()
+    assert loop.pending() == []
+    timers.arm("b", 0.6)  # after close (shutting down): ignored
     assert loop.pending() == []
     loop.run_until(1.0)
     assert fired == []
@@ -114,3 +123,33 @@ def test_deadlines_on_the_granule_grid_are_not_rounded_a_granule_up_by_float_noi
     timers.arm("a", 3 * 0.1)  # 0.30000000000000004
     loop.run_until(1.0)
     assert fired == [(pytest.approx(0.3, abs=1e-9), "a")]
+
+
+def test_timerfd_alarm_goes_off_at_its_boottime_and_can_be_moved() -> None:
+    def boottime() -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+    async def main() -> tuple[float, float, int]:
+        loop = asyncio.get_running_loop()
+        woke = loop.create_future()
+        calls = []
+
+        def due() -> None:
+            calls.append(boottime())
+            if not woke.done():
+                woke.set_result(calls[-1])
+
+        alarm = TimerFdAlarm(loop, due)
+        try:
+            alarm.set(boottime() + 5.0)
+            target = boottime() + 0.05
+            alarm.set(target)  # replaces the first setting
+            at = await asyncio.wait_for(woke, 2.0)
+            await asyncio.sleep(0.1)
+        finally:
+            alarm.close()
+        return target, at, len(calls)
+
+    target, at, calls = asyncio.run(main())
+    assert calls == 1
+    assert target <= at < target + 1.0  # never early (how late depends on the machine)

@@ -19,8 +19,9 @@ BACKUP     advert p >= P, or no     learn Master_Adver_Interval, re-arm         
            preempt, or within       Master_Down_Timer
            preempt_delay
 BACKUP     advert p < P, preempt    discard (the master-down timer will fire)     BACKUP
-MASTER     Adver_Timer              advert (announce too if the timer fired more  MASTER
-                                    than one interval late: we were frozen)
+MASTER     Adver_Timer              advert, the next at the instance's next slot  MASTER
+                                    (advert_slot); announce too if the timer fired
+                                    more than one interval late: we were frozen
 MASTER     advert p == 0            advert at once, announce: the leaving router  MASTER
                                     was master too, clients may point at it
 MASTER     advert p > P, or p == P  advert priority 0 (so that master             BACKUP
@@ -44,11 +45,6 @@ MASTER     lease lost (refused or   remove VIPs                                 
            expired)
 MASTER     any step down, shutdown  ... then release the lease                    ...
 ========== ======================== ============================================= ==========
-
-Adver_Timer is armed for the next multiple of Advertisement_Interval on the clock rather
-than one interval after the advert went out (:meth:`Machine._send_advert`): never more than an
-interval apart, as RFC 5798 requires, but without drift from a late event loop, and with every
-instance of one interval due at the same instants.
 
 A backup promises its master, through :meth:`Machine.promise`, how long it will certainly not
 ask for the lease; the peer channel carries that promise (the witness-lost policy).
@@ -155,6 +151,25 @@ def skew_time(priority: int, master_adver_int: float) -> float:
 
 def master_down_interval(priority: int, master_adver_int: float) -> float:
     return 3 * master_adver_int + skew_time(priority, master_adver_int)
+
+
+#: Adverts are staggered over this many phases of the interval, by VRID.
+STAGGER = 10
+
+
+def advert_slot(now: float, interval: float, vrid: int) -> float:
+    """The first of the instance's advert slots after ``now``: multiples of ``interval`` on
+    the clock, shifted by (VRID mod STAGGER) tenths of it. So the next advert is due within one
+    interval, as RFC 5798 asks, and
+
+    - a loop that wakes a little late every time does not make the adverts drift (they are
+      not counted from when the last one went out);
+    - instances with one interval fall into STAGGER groups that are due at the same instants,
+      so a host with many instances wakes up once per group and sends its adverts in short
+      bursts (vipd.timers), rather than once per instance or in one long burst."""
+    offset = (vrid % STAGGER) * interval / STAGGER
+    slot = (math.floor((now - offset) / interval) + 1) * interval + offset
+    return slot if slot > now else slot + interval
 
 
 class Machine:
@@ -473,14 +488,9 @@ class Machine:
             self._emit(ReleaseLease())
 
     def _send_advert(self, now: float) -> None:
-        """Advertise now; the next advert is due at the next multiple of the interval on the
-        clock (so within one interval). Two things follow: a timer that runs a little late
-        every time does not make the adverts drift, and every instance with this interval is
-        due at the same instants, so the caller sends them in one wake-up (vipd.timers)."""
+        """Advertise now; the next advert is due at this instance's next slot."""
         self._emit(SendAdvert(self.priority))
-        interval = self.advert_interval
-        slot = (math.floor(now / interval) + 1) * interval
-        self._adver_at = slot if slot > now else slot + interval
+        self._adver_at = advert_slot(now, self.advert_interval, self.params.vrid)
 
     def _trigger_announce(self, now: float, reason: str) -> None:
         announce = self._announce.trigger(now, reason)

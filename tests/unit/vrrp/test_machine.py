@@ -446,28 +446,41 @@ def test_take_over_promotes_at_once_through_the_lease() -> None:
     assert not m.take_over(0.7)  # only a backup takes over
 
 
-def test_adverts_fall_on_the_interval_grid_and_do_not_drift_with_a_late_timer() -> None:
+def test_adverts_fall_on_their_slots_and_do_not_drift_with_a_late_timer() -> None:
     m = machine(255, announce=AnnounceParams(count=1, spacing=1.2, refresh=0))
-    m.start(0.337)  # the first advert goes at once; the next at the next whole second
+    m.start(0.337)  # the first advert goes at once; VRID 1's slots are at k + 0.1 s
     assert m.drain()[0:3] == [
         StateChanged(State.INITIALIZE, State.MASTER, "address-owner", 255),
         AddVips(),
         SendAdvert(255),
     ]
-    assert m.get_timer() == pytest.approx(1.0)
+    assert m.get_timer() == pytest.approx(1.1)
     sent = []
     for _ in range(50):  # a loop that always wakes 30 ms late
         due = m.get_timer() or 0
         m.handle_timer(due + 0.03)
         if SendAdvert(255) in m.drain():
             sent.append(due)
-    assert sent == pytest.approx([float(k) for k in range(1, 51)])
+    assert sent == pytest.approx([k + 0.1 for k in range(1, 51)])
 
 
-def test_instances_with_one_interval_are_due_at_the_same_instants() -> None:
-    a, b = machine(255), machine(255)
-    a.start(10.02)
-    b.start(10.71)
-    assert a.get_timer() == b.get_timer() == pytest.approx(11.0)
-    a.receive(advert(100), PEER, 10.75)  # an immediate advert re-aligns to the same grid
-    assert a.get_timer() == b.get_timer()
+def test_adverts_are_staggered_over_ten_phases_by_vrid() -> None:
+    def owner(vrid: int) -> Machine:
+        announce = AnnounceParams(count=1, spacing=1.2, refresh=0)
+        params = Params(
+            vrid=vrid, priority=255, advert_interval=10, primary=PEER, announce=announce
+        )
+        m = Machine(params)
+        m.start(10.017)
+        return m
+
+    one, eleven, two = owner(1), owner(11), owner(2)
+    assert one.get_timer() == eleven.get_timer() == pytest.approx(10.11)  # one group
+    assert two.get_timer() == pytest.approx(10.02)  # the next group's slot comes first
+    one.drain()
+    one.receive(Advert(1, 100, 10, (VIP,)), IPv4Address("192.0.2.1"), 10.05)
+    assert SendAdvert(255) in one.drain()
+    assert one.get_timer() == pytest.approx(10.11)  # an extra advert keeps the slots
+    one.handle_timer(10.113)
+    two.handle_timer(10.023)
+    assert one.get_timer() == pytest.approx(10.21) and two.get_timer() == pytest.approx(10.12)
