@@ -3,7 +3,7 @@
 Run as root::
 
     /tmp/venv/bin/python benchmarks/failover.py [--runs N] [--intervals 1.0,0.1]
-                                                [--out docs/benchmarks.md]
+                                                [--out docs/benchmarks-failover.md]
 
 For every advert interval and every fault, both implementations run in the
 same lab topology (vipd.lab: a bridge namespace, nodes n1 priority 150 and n2
@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         default=STEADY,
         help="seconds between convergence and the fault (default %(default)s)",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-failover.md"))
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("must run as root (network namespaces)")

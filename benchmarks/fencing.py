@@ -578,11 +578,11 @@ def write_markdown(
         failover_table(failover_rows, info.impls),
         "",
         "Milliseconds of client-visible outage, measured exactly as in",
-        "[benchmarks.md](benchmarks.md) (benchmarks/failover.py's `measure`): the longest gap",
-        "between two successful TCP probe attempts (a new connection to the VIP every 10 ms,",
-        "200 ms timeout) from the last success before the fault to the first one answered by",
-        "n2; the client's neighbour entries stay REACHABLE for 4 hours, so it follows the VIP",
-        "only when n2 announces it. Faults are applied "
+        "[benchmarks-failover.md](benchmarks-failover.md) (benchmarks/failover.py's `measure`):",
+        "the longest gap between two successful TCP probe attempts (a new connection to the VIP",
+        "every 10 ms, 200 ms timeout) from the last success before the fault to the first one",
+        "answered by n2; the client's neighbour entries stay REACHABLE for 4 hours, so it",
+        "follows the VIP only when n2 announces it. Faults are applied "
         f"{a.steady:g} s after convergence, right after the",
         "client received one of n1's adverts (the worst-case phase, the same for everyone).",
         "",
