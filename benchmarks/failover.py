@@ -36,6 +36,7 @@ import itertools
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -481,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-failover.md"))
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the labs, daemons and CPU hogs are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if os.geteuid() != 0:
         parser.error("must run as root (network namespaces)")
     scenarios = [s for s in args.scenarios.split(",") if s]

@@ -43,6 +43,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -711,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-fencing.md"))
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the labs, daemons and CPU hogs are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if os.geteuid() != 0:
         parser.error("must run as root (network namespaces)")
     scenarios = [s for s in args.scenarios.split(",") if s]

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -192,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intervals", type=parse_intervals, default=[1.0, 0.1])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the labs, daemons and CPU hogs are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = shlex.join(["python", "benchmarks/handover.py", *sys.argv[1:]])
     started = time.monotonic()
     load_before = os.getloadavg()

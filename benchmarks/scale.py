@@ -636,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("cost", "jitter"), default=None)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-scale.md"))
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the labs, daemons and CPU hogs are cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if os.geteuid() != 0:
         parser.error("must run as root (network namespaces)")
     if args.hog == "stress-ng" and shutil.which("stress-ng") is None:
