@@ -39,28 +39,6 @@ class Alarm(Protocol):
     def close(self) -> None: ...
 
 
-class LoopAlarm:
-    """The event loop's own timer (``call_later``), for ``clock`` times."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        clock: Callable[[], float],
-        callback: Callable[[], None],
-    ) -> None:
-        self._loop, self._clock, self._callback = loop, clock, callback
-        self._handle: asyncio.TimerHandle | None = None
-
-    def set(self, at: float) -> None:
-        self.close()
-        self._handle = self._loop.call_later(max(0.0, at - self._clock()), self._callback)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
