@@ -5,9 +5,9 @@ timer per instance costs a heap entry, a handle and a loop wake-up per deadline:
 instances with adverts every 0.1 s that was most of a master's CPU. Here the deadlines share one
 heap and one alarm, and the alarm goes off at most once per ``granularity`` (its time is rounded
 up to it, like the kernel's timer slack): every deadline due by then runs in that one wake-up,
-in deadline order. The masters' advert deadlines fall on a common grid (see
-:meth:`vipd.vrrp.machine.Machine._send_advert`), so a host's adverts go out in one burst per
-interval.
+in deadline order. The masters' advert deadlines fall on a few shared slots (see
+:func:`vipd.vrrp.machine.advert_slot`), so a host's adverts go out in one short burst per
+slot.
 
 A deadline later than the one already armed for a key is ignored: the earlier wake-up finds
 nothing due (the cores check the time themselves) and the key is armed again. A backup whose
