@@ -153,14 +153,15 @@ def master_down_interval(priority: int, master_adver_int: float) -> float:
     return 3 * master_adver_int + skew_time(priority, master_adver_int)
 
 
-#: Adverts are staggered over this many phases of the interval, by VRID.
-STAGGER = 10
+#: Adverts are staggered over this many phases of the interval, by VRID (the trade-off between
+#: wake-ups and burst length is in docs/chaos.md, finding 5).
+STAGGER = 4
 
 
 def advert_slot(now: float, interval: float, vrid: int) -> float:
     """The first of the instance's advert slots after ``now``: multiples of ``interval`` on
-    the clock, shifted by (VRID mod STAGGER) tenths of it. So the next advert is due within one
-    interval, as RFC 5798 asks, and
+    the clock, shifted by (VRID mod STAGGER) / STAGGER of it. So the next advert is due within
+    one interval, as RFC 5798 asks, and
 
     - a loop that wakes a little late every time does not make the adverts drift (they are
       not counted from when the last one went out);
