@@ -50,6 +50,7 @@ from vipd.fence.lease import (
     WitnessError,
 )
 from vipd.net.addrs import AddressManager, LinkInfo, NetlinkError
+from vipd.net.guard import VipGuard
 from vipd.net.packet import FrameSender
 from vipd.net.peer import PeerSocket
 from vipd.net.vrrpsock import Datagram, VrrpSocket
@@ -214,7 +215,10 @@ def _params(cfg: InstanceConfig, primary: IPAddress) -> Params:
 class Daemon:
     def __init__(self, config: DaemonConfig, addrs: AddressManager | None = None) -> None:
         self.config = config
-        self.addrs = addrs or AddressManager()
+        # A daemon that owns its netlink also keeps a guard, which removes the VIPs if the
+        # daemon dies (vipd.net.guard). One given its AddressManager is a test's.
+        self.guard = VipGuard() if addrs is None else None
+        self.addrs = addrs or AddressManager(guard=self.guard)
         self.instances: dict[str, InstanceRuntime] = {}
         self.drops: Counter[str] = Counter()  # packets we could not attribute to an instance
         self._sockets: dict[tuple[str, int], VrrpSocket] = {}
@@ -246,6 +250,9 @@ class Daemon:
         except OSError as exc:
             log.info("sched-slice-refused", error=str(exc))
         loop = self._loop
+        if self.guard is not None:
+            loop.add_reader(self.guard.fileno(), self._on_guard_exit)
+            log.info("vip-guard-started", pid=self.guard.pid)
         self._timers = Timers(lambda due: TimerFdAlarm(loop, due), boottime, self._on_timer)
         if shutdown is None:
             shutdown = asyncio.Event()
@@ -640,9 +647,21 @@ class Daemon:
         self._sockets.clear()
         self._senders.clear()
         self.addrs.close()
+        if self.guard is not None:  # it has nothing left to remove, unless a removal failed
+            if self._loop is not None:
+                self._loop.remove_reader(self.guard.fileno())
+            self.guard.close()
         if self._timers is not None:
             self._timers.close()
         log.info("stopped")
+
+    def _on_guard_exit(self) -> None:
+        """The guard exited (killed on its own, or crashed): the VIPs need a new one."""
+        assert self._loop is not None and self.guard is not None
+        self._loop.remove_reader(self.guard.fileno())
+        status = self.guard.restart()
+        self._loop.add_reader(self.guard.fileno(), self._on_guard_exit)
+        log.warning("vip-guard-restarted", status=status, pid=self.guard.pid)
 
     # ---- inputs ----------------------------------------------------------------------------
     def _on_readable(self, sock: VrrpSocket) -> None:

@@ -112,22 +112,17 @@ def test_sigterm_hands_the_lease_over_without_a_refusal(tmp_path: Path, backend:
 
 
 @pytest.mark.netns
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug/design gap (benchmarks/chaos.py --seed 5 --duration 60 --faults crash: 10 of 10 "
-    "crashes, 0.5-1.45 s each at advert 0.1 s): a master SIGKILLed while its host and link stay up "
-    "keeps the VIP in its kernel until the address lifetime runs out (fencing.md S4: lease + 1-2 "
-    "s, whole seconds), but the witness grants the lease to the backup as soon as the TTL "
-    "(Master_Down_Interval, 0.34 s here) expires: two connected holders",
-)
 def test_master_killed_with_its_link_up_leaves_no_second_holder(tmp_path: Path) -> None:
+    """docs/chaos.md finding 1: the dead master's kernel kept the VIP until its lifetime ran out
+    (lease + 1-2 s, whole seconds) while the backup was granted the lease after the TTL (0.34 s
+    here). Its guard (vipd.net.guard) now takes the VIP off as the daemon dies."""
     with Lab() as lab:
         pair = start_fenced_pair(lab, tmp_path, 0.1)
         try:
             monitor = pair.watch_holders()
             pair.kill("n1")  # no cut: the process dies, the host and its link stay up
             wait_until(lambda: "n2" in pair.holders(), 15, what="n2 to take over")
-            wait_until(lambda: "n1" not in pair.holders(), 15, what="n1's VIP to expire")
+            wait_until(lambda: "n1" not in pair.holders(), 15, what="n1's VIP to go")
             monitor.stop()
             assert monitor.dual_holder_seconds() == 0.0, monitor.dual_holder_samples()[:3]
         finally:

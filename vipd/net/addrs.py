@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from vipd.announce.frames import format_mac, parse_mac, vmac_for
+from vipd.net.guard import VipGuard
 from vipd.net.rtnl import IPRoute
 from vipd.net.rtnl import NetlinkError as _PyrNetlinkError
 
@@ -198,6 +199,10 @@ def _iface_of(msg: Any) -> IPv4Interface | IPv6Interface:
     return iface
 
 
+def _family(vip: IPv4Interface | IPv6Interface) -> int:
+    return socket.AF_INET if isinstance(vip, IPv4Interface) else socket.AF_INET6
+
+
 def _lifetime_seconds(lifetime: float | None) -> int:
     """Seconds for IFA_CACHEINFO: whole, >= 1, and below 0xffffffff ("forever")."""
     if lifetime is None:
@@ -215,13 +220,18 @@ class AddressManager:
     ``netns``: run inside that network namespace (name under /run/netns or a
     path).  If you pass both, ``ipr`` must already be bound to that namespace;
     ``netns`` then still decides where /proc/sys writes go.
+    ``guard``: told of every VIP before it goes on and after it comes off, so
+    that it can remove them should this process die (vipd.net.guard).
 
     All methods block until the kernel answered (sub-millisecond) and may be
     called from a running asyncio loop; see the module docstring.
     """
 
-    def __init__(self, ipr: IPRoute | None = None, *, netns: str | None = None) -> None:
+    def __init__(
+        self, ipr: IPRoute | None = None, *, netns: str | None = None, guard: VipGuard | None = None
+    ) -> None:
         self._netns = netns
+        self._guard = guard
         self._own_ipr = ipr is None
         self._closed = False
         self._worker_ident: int | None = None
@@ -444,6 +454,8 @@ class AddressManager:
                 request["label"] = label
         else:
             request["flags"] = _IFA_F_NODAD
+        if self._guard is not None:
+            self._guard.hold(_family(vip), vip.network.prefixlen, index, vip.ip.packed)
         self._kernel(f"add {vip} to {ifname}", lambda: self._ipr.addr("replace", **request))
 
     def remove_vip(self, ifname: str, vip: IPv4Interface | IPv6Interface) -> bool:
@@ -463,12 +475,16 @@ class AddressManager:
         try:
             self._ipr.addr("del", index=index, address=str(vip.ip), prefixlen=vip.network.prefixlen)
         except _PyrNetlinkError as exc:
-            if exc.code in (errno.EADDRNOTAVAIL, errno.ENODEV):
-                return False
-            raise NetlinkError(
-                f"remove {vip} from {ifname}{self._where()}: {exc.args[-1]}", exc.code
-            ) from exc
-        return True
+            if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
+                raise NetlinkError(
+                    f"remove {vip} from {ifname}{self._where()}: {exc.args[-1]}", exc.code
+                ) from exc
+            removed = False
+        else:
+            removed = True
+        if self._guard is not None:
+            self._guard.drop(_family(vip), vip.network.prefixlen, index, vip.ip.packed)
+        return removed
 
     # -- virtual MAC (macvlan) -----------------------------------------------------
 

@@ -1,0 +1,111 @@
+"""The VIP guard's process (see vipd.net.guard): ``python -I -S guard_proc.py FD``.
+
+It imports only these few standard modules, so that it costs a bare interpreter rather than the
+daemon's 30 MB, and speaks netlink itself for the same reason (pyroute2 alone is 11 MB): one
+message type, packed with struct.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+
+__all__ = ["deladdr_message", "record"]
+
+# <linux/rtnetlink.h>, <linux/netlink.h>, <linux/if_addr.h>
+_RTM_DELADDR = 21
+_NLM_F_REQUEST = 0x1
+_NLM_F_ACK = 0x4
+_NLMSG_ERROR = 0x2
+_IFA_ADDRESS = 1
+_IFA_LOCAL = 2
+_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, index
+_RTATTR = struct.Struct("=HH")  # length, type
+#: A record the daemon sends: family, prefix length, interface index, then the address.
+_RECORD = struct.Struct("=BBI")
+
+
+def record(family: int, prefixlen: int, index: int, address: bytes) -> bytes:
+    return _RECORD.pack(family, prefixlen, index) + address
+
+
+def _attr(kind: int, value: bytes) -> bytes:
+    length = _RTATTR.size + len(value)
+    return _RTATTR.pack(length, kind) + value + b"\0" * (-length % 4)
+
+
+def deladdr_message(entry: bytes, seq: int) -> bytes:
+    """The RTM_DELADDR request that removes the address a :func:`record` describes. IPv4 names it by
+    IFA_LOCAL (and IFA_ADDRESS, equal to it on a broadcast link, as ``ip`` sends it); IPv6 by
+    IFA_ADDRESS."""
+    family, prefixlen, index = _RECORD.unpack_from(entry)
+    address = entry[_RECORD.size :]
+    body = _IFADDRMSG.pack(family, prefixlen, 0, 0, index)
+    if family == socket.AF_INET:
+        body += _attr(_IFA_LOCAL, address)
+    body += _attr(_IFA_ADDRESS, address)
+    flags = _NLM_F_REQUEST | _NLM_F_ACK
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), _RTM_DELADDR, flags, seq, 0) + body
+
+
+def _log(event: str, **fields: object) -> None:
+    line = json.dumps({"event": event, "logger": "vipd.guard", "pid": os.getpid(), **fields})
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _remove(held: set[bytes]) -> None:
+    records = sorted(held)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+        nl.bind((0, 0))
+        for seq, entry in enumerate(records, start=1):
+            nl.send(deladdr_message(entry, seq))
+        pending = len(records)
+        while pending:
+            data = nl.recv(65536)
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                start = offset
+                length, kind, _flags, seq, _port = _NLMSGHDR.unpack_from(data, start)
+                offset += max(length, _NLMSGHDR.size)
+                if kind != _NLMSG_ERROR or not 1 <= seq <= len(records):
+                    continue
+                pending -= 1
+                code = -struct.unpack_from("=i", data, start + _NLMSGHDR.size)[0]
+                family, prefixlen, index = _RECORD.unpack_from(records[seq - 1])
+                address = socket.inet_ntop(family, records[seq - 1][_RECORD.size :])
+                vip = f"{address}/{prefixlen}"
+                if code == 0:
+                    _log("vip-guard-removed", vip=vip, ifindex=index)
+                elif code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
+                    _log("vip-guard-remove-failed", vip=vip, error=os.strerror(code))
+
+
+def _guard(fd: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    held: set[bytes] = set()
+    with socket.socket(fileno=fd) as daemon:
+        while True:
+            try:
+                message = daemon.recv(64)
+            except ConnectionError:
+                break
+            if not message:
+                break  # the daemon's end is closed: it has exited
+            if message[:1] == b"+":
+                held.add(message[1:])
+            elif message[:1] == b"-":
+                held.discard(message[1:])
+    if held:
+        _remove(held)
+
+
+if __name__ == "__main__":
+    _guard(int(sys.argv[1]))
