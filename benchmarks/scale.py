@@ -13,9 +13,10 @@ eth0: VRIDs 1..N, one VIP each (198.51.100.1..254, then 203.0.113.1). vipd runs 
 ``log_level = "info"``, keepalived 2.2 with its defaults (``vrrp_version 3``, the instances),
 so defaults face defaults; both in fresh, identical labs.
 
-- CPU: utime + stime of the node's processes (/proc/PID/stat; keepalived: its parent and VRRP
-  child, i.e. its process group) over consecutive windows after a warm-up, as % of one core;
-  median and min-max over the windows. RSS: VmRSS summed over the same processes.
+- CPU: utime + stime of the node's processes (/proc/PID/stat; vipd: the daemon and its VIP
+  guard; keepalived: its parent and VRRP child, i.e. its process group) over consecutive
+  windows after a warm-up, as % of one core; median and min-max over the windows. RSS: VmRSS
+  summed over the same processes; PSS likewise (shared pages split between them).
 - Jitter: a raw socket in the client namespace receives every advert with its kernel receive
   time (SO_TIMESTAMPNS): the interval between two consecutive adverts of one VRID from the
   master, pooled over the VRIDs; jitter is |interval - advert interval|.
@@ -150,12 +151,15 @@ class Node:
         wait_until(ready, 30, what=f"vipd on {self.host.name}")
 
     def pids(self) -> list[int]:
-        """The node's processes: vipd's one, or keepalived's whole process group."""
+        """The node's processes: vipd and its children (the VIP guard), or keepalived's whole
+        process group."""
         if self.keepalived is not None:
             assert self.keepalived.proc is not None
             return processes_in_group(self.keepalived.proc.pid)
         assert self.proc is not None
-        return [self.proc.pid]
+        pid = self.proc.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *map(int, f.read().split())]
 
     def alive(self) -> bool:
         if self.keepalived is not None:
@@ -214,15 +218,27 @@ def cpu_ticks(pids: Sequence[int]) -> int:
     return total
 
 
-def rss_mb(pids: Sequence[int]) -> float:
+def memory_mb(pids: Sequence[int], path: str, key: str) -> float:
     total = 0
     for pid in pids:
         with (
             contextlib.suppress(OSError, ValueError, StopIteration),
-            open(f"/proc/{pid}/status") as f,
+            open(f"/proc/{pid}/{path}") as f,
         ):
-            total += next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
+            total += next(int(x.split()[1]) for x in f if x.startswith(key))
     return total / 1024
+
+
+def rss_mb(pids: Sequence[int]) -> float:
+    """VmRSS summed: pages shared between the processes (a forked child's, libraries) count
+    once per process."""
+    return memory_mb(pids, "status", "VmRSS:")
+
+
+def pss_mb(pids: Sequence[int]) -> float:
+    """PSS summed: each shared page split between the processes that map it, so pages count
+    once in all, as the cgroup of a systemd unit counts them."""
+    return memory_mb(pids, "smaps_rollup", "Pss:")
 
 
 @contextlib.contextmanager
@@ -262,6 +278,7 @@ class Cost:
     interval: float
     cpu: dict[str, list[float]] = field(default_factory=dict)  # node -> % per window
     rss: dict[str, list[float]] = field(default_factory=dict)  # node -> MB per window
+    pss: dict[str, list[float]] = field(default_factory=dict)  # node -> MB per window
 
 
 def measure_cost(
@@ -273,6 +290,7 @@ def measure_cost(
         for node in (n1, n2):
             cost.cpu[node.host.name] = []
             cost.rss[node.host.name] = []
+            cost.pss[node.host.name] = []
         pids = {n.host.name: n.pids() for n in (n1, n2)}
         before = {name: (time.monotonic(), cpu_ticks(p)) for name, p in pids.items()}
         for _ in range(windows):
@@ -282,6 +300,7 @@ def measure_cost(
                 t1, c1 = time.monotonic(), cpu_ticks(p)
                 cost.cpu[name].append((c1 - c0) / CLK_TCK / (t1 - t0) * 100)
                 cost.rss[name].append(rss_mb(p))
+                cost.pss[name].append(pss_mb(p))
                 before[name] = (t1, c1)
         for node in (n1, n2):
             if not node.alive():
@@ -452,14 +471,21 @@ def pct(values: Sequence[float], q: float) -> float:
 def cost_table(costs: list[Cost]) -> str:
     rows = [
         "| instances | advert (s) | CPU master %: vipd | keepalived | CPU backup %: vipd "
-        "| keepalived | RSS master MB: vipd | keepalived | RSS backup MB: vipd | keepalived |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| keepalived | RSS master MB: vipd | keepalived | RSS backup MB: vipd | keepalived "
+        "| PSS master MB: vipd | keepalived |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(c.count, c.interval) for c in costs}, key=lambda k: (-k[1], k[0]))
     for count, interval in keys:
         by = {c.impl: c for c in costs if (c.count, c.interval) == (count, interval)}
         cells = []
-        for metric, node in (("cpu", "n1"), ("cpu", "n2"), ("rss", "n1"), ("rss", "n2")):
+        for metric, node in (
+            ("cpu", "n1"),
+            ("cpu", "n2"),
+            ("rss", "n1"),
+            ("rss", "n2"),
+            ("pss", "n1"),
+        ):
             for impl in IMPLS:
                 c = by.get(impl)
                 cells.append(med(getattr(c, metric)[node], "{:.1f}") if c else "n/a")
@@ -508,10 +534,12 @@ def goals(costs: list[Cost], runs: list[Jitter]) -> list[str]:
             )
         if c.impl == "vipd" and c.count == 255:
             worst = max(max(c.rss["n1"]), max(c.rss["n2"]))
+            pss = max(max(c.pss["n1"]), max(c.pss["n2"]))
             ok = "met" if worst < 40 else "NOT met"
             out.append(
                 f"- RSS under 40 MB at 255 instances (advert {c.interval:g} s): vipd max "
-                f"{worst:.1f} MB: **{ok}**"
+                f"{worst:.1f} MB (VmRSS of the daemon and its guard, summed; PSS {pss:.1f} MB): "
+                f"**{ok}**"
             )
     for j in runs:
         if j.impl == "vipd" and j.hog != "none":
@@ -587,8 +615,10 @@ def write_markdown(
             f"Median (min-max) over {args.windows} consecutive windows of {args.window:g} s after"
             f" a {args.warmup:g} s warm-up.",
             "CPU is utime + stime from /proc/PID/stat as % of one core (resolution: one clock",
-            "tick, 10 ms, per window); keepalived's figures add its parent and VRRP child (its",
-            "process group). RSS is VmRSS (MB), summed likewise.",
+            "tick, 10 ms, per window); vipd's add the daemon and its VIP guard, keepalived's its",
+            "parent and VRRP child (its process group). RSS is VmRSS (MB), summed likewise, so",
+            "pages the processes share count once per process; PSS (smaps_rollup) splits them,",
+            "so they count once in all.",
             "The master (n1, priority 150) sends the adverts; the backup (n2, 100) receives and",
             "checks them. Each node runs N instances (VRIDs 1..N) on eth0 with one VIP each;",
             "vipd unfenced at log level info, keepalived with its defaults.",

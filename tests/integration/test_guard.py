@@ -20,7 +20,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2's ip"),
 ]
 
-HELD = ("192.0.2.100/24", "2001:db8::100/64", "198.51.100.7/32")
+# More than net.unix.max_dgram_qlen (10 here), all added before the guard reads its socket.
+HELD = ("192.0.2.100/24", "2001:db8::100/64", *(f"198.51.100.{i}/32" for i in range(1, 31)))
 DROPPED = "192.0.2.101/24"
 
 # Runs in the host's namespace: puts HELD on eth0 and takes DROPPED on and off again, through

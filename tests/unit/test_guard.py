@@ -9,7 +9,7 @@ import pytest
 from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
-from vipd.net.guard_proc import deladdr_message, record
+from vipd.net.guard_proc import deladdr_message, frame, frames, record
 
 
 @pytest.mark.parametrize(
@@ -32,3 +32,17 @@ def test_deladdr_message_encodes_as_pyroute2_does(
     oracle.encode()
     entry = record(family, prefixlen, 7, socket.inet_pton(family, address))
     assert deladdr_message(entry, 3) == bytes(oracle.data)
+
+
+def test_frames_come_off_the_stream_whole_however_it_is_cut() -> None:
+    v4 = record(socket.AF_INET, 24, 2, socket.inet_pton(socket.AF_INET, "192.0.2.100"))
+    v6 = record(socket.AF_INET6, 64, 2, socket.inet_pton(socket.AF_INET6, "2001:db8::100"))
+    stream = frame(b"+", v4) + frame(b"+", v6) + frame(b"-", v4)
+    for cut in range(len(stream) + 1):
+        buffer = bytearray()
+        got = []
+        for chunk in (stream[:cut], stream[cut:]):
+            buffer += chunk
+            got += frames(buffer)
+        assert got == [(b"+", v4), (b"+", v6), (b"-", v4)]
+        assert not buffer

@@ -7,7 +7,7 @@ the lease's TTL expires (Master_Down_Interval, 0.34 s at advert 0.1 s): two host
 for one VIP for up to 1.5 s (docs/chaos.md, finding 1). A process cannot act after its own
 death, so the daemon keeps a child that can.
 
-The daemon and the guard share a SOCK_SEQPACKET socket pair. Before the daemon puts a VIP on an
+The daemon and the guard share a stream socket pair. Before the daemon puts a VIP on an
 interface it tells the guard ``+`` (family, prefix length, interface index, address); after it
 has taken one off, ``-``. The guard only listens. When the daemon's end closes, which the kernel
 does as the daemon exits, the guard deletes every VIP it was told about (RTM_DELADDR over its own
@@ -32,7 +32,7 @@ import sys
 import threading
 
 from vipd.net import guard_proc
-from vipd.net.guard_proc import record
+from vipd.net.guard_proc import frame, record
 
 __all__ = ["VipGuard"]
 
@@ -52,7 +52,10 @@ class VipGuard:
 
     @staticmethod
     def _spawn() -> tuple[socket.socket, subprocess.Popen[bytes]]:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A stream, not datagrams: the kernel queues at most net.unix.max_dgram_qlen (10 here)
+        # unread datagrams, fewer than the VIPs a starting daemon adds before the guard reads;
+        # a stream's buffer holds thousands of these messages.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # pass_fds: only the guard inherits its end, so no later child of the daemon (a
             # notify script) holds it open and keeps the guard from seeing the daemon die.
@@ -88,7 +91,7 @@ class VipGuard:
         if key in self._held:
             return
         with self._lock:
-            self._send(b"+" + key)
+            self._send(frame(b"+", key))
             self._held.add(key)
 
     def drop(self, family: int, prefixlen: int, index: int, address: bytes) -> None:
@@ -98,12 +101,12 @@ class VipGuard:
             return
         with self._lock:
             self._held.discard(key)
-            self._send(b"-" + key)
+            self._send(frame(b"-", key))
 
     def _send(self, message: bytes) -> None:
         # If the guard is gone, restart() tells a new one everything held.
         with contextlib.suppress(OSError):
-            self._sock.send(message)
+            self._sock.sendall(message)
 
     def restart(self) -> int:
         """Call once :meth:`fileno` is readable (the guard never writes, so that is its end of
@@ -118,7 +121,7 @@ class VipGuard:
             self._sock.close()
             self._sock, self._proc = self._spawn()
             for key in self._held:
-                self._send(b"+" + key)
+                self._send(frame(b"+", key))
         return status
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import socket
 import struct
 import sys
 
-__all__ = ["deladdr_message", "record"]
+__all__ = ["deladdr_message", "frame", "frames", "record"]
 
 # <linux/rtnetlink.h>, <linux/netlink.h>, <linux/if_addr.h>
 _RTM_DELADDR = 21
@@ -33,6 +33,21 @@ _RECORD = struct.Struct("=BBI")
 
 def record(family: int, prefixlen: int, index: int, address: bytes) -> bytes:
     return _RECORD.pack(family, prefixlen, index) + address
+
+
+def frame(op: bytes, entry: bytes) -> bytes:
+    """One message on the stream: ``+`` or ``-``, the record's length, the record."""
+    return op + bytes([len(entry)]) + entry
+
+
+def frames(buffer: bytearray) -> list[tuple[bytes, bytes]]:
+    """Take the complete messages off the front of ``buffer``; a partial one stays."""
+    out = []
+    while len(buffer) >= 2 and len(buffer) >= 2 + buffer[1]:
+        end = 2 + buffer[1]
+        out.append((bytes(buffer[:1]), bytes(buffer[2:end])))
+        del buffer[:end]
+    return out
 
 
 def _attr(kind: int, value: bytes) -> bytes:
@@ -91,18 +106,21 @@ def _guard(fd: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     held: set[bytes] = set()
+    buffer = bytearray()
     with socket.socket(fileno=fd) as daemon:
         while True:
             try:
-                message = daemon.recv(64)
+                data = daemon.recv(4096)
             except ConnectionError:
                 break
-            if not message:
+            if not data:
                 break  # the daemon's end is closed: it has exited
-            if message[:1] == b"+":
-                held.add(message[1:])
-            elif message[:1] == b"-":
-                held.discard(message[1:])
+            buffer += data
+            for op, entry in frames(buffer):
+                if op == b"+":
+                    held.add(entry)
+                else:
+                    held.discard(entry)
     if held:
         _remove(held)
 
