@@ -24,7 +24,7 @@ import pytest
 from vipd.lab.etcd import EtcdProcess, etcd_available, start_etcd, start_loopback_etcd
 from vipd.lab.netns import Lab
 from vipd.witness.base import Op, Reply, Request, Result
-from vipd.witness.etcd import EtcdBackend
+from vipd.witness.etcd import HEDGE_AFTER, EtcdBackend
 
 from ..conftest import in_ci
 
@@ -312,6 +312,42 @@ def test_one_request_in_flight_per_lease_and_op(etcd: EtcdProcess) -> None:
     run(main)
 
 
+def test_a_stalled_renewal_is_hedged_with_a_keepalive(etcd: EtcdProcess) -> None:
+    """docs/chaos.md finding 3: a renewal stalled behind a lost TCP segment let the lease run
+    out. Here the queued renewal is stalled by holding the lease's queue; a retransmit after
+    HEDGE_AFTER goes out as a keepalive on its own and answers with its own request id."""
+
+    async def main() -> None:
+        a = await Node(etcd.endpoints, "a").start()
+        try:
+            granted = await a.ask(Op.ACQUIRE, ttl=2.0)
+            async with a.backend._locks[LEASE]:
+                first = a.send(Op.RENEW, epoch=granted.epoch)
+                early = a.send(Op.RENEW, epoch=granted.epoch)  # too soon to hedge: dropped
+                await asyncio.sleep(HEDGE_AFTER + 0.05)
+                hedge = a.send(Op.RENEW, epoch=granted.epoch)
+                await a.wait_for(lambda: a.reply_to(hedge) is not None)
+                assert a.reply_to(first) is None
+            reply = a.reply_to(hedge)
+            assert reply is not None and reply.result is Result.RENEWED
+            assert reply.epoch == granted.epoch and reply.ttl >= 2.0
+            await a.wait_for(lambda: a.reply_to(first) is not None)  # the queue goes on
+            assert a.reply_to(early) is None
+            assert a.backend.counters["hedges"] == 1
+            assert a.backend.counters["dropped_in_flight"] == 1
+            # Released, the lease is not this node's to extend: a retransmit is not hedged.
+            await a.ask(Op.RELEASE, epoch=granted.epoch)
+            async with a.backend._locks[LEASE]:
+                a.send(Op.RENEW, epoch=granted.epoch)
+                await asyncio.sleep(HEDGE_AFTER + 0.05)
+                a.send(Op.RENEW, epoch=granted.epoch)
+            assert a.backend.counters["hedges"] == 1
+        finally:
+            await a.close()
+
+    run(main)
+
+
 # -- etcd failing ---------------------------------------------------------------------------------
 
 
@@ -445,7 +481,7 @@ def test_minimum_ttl_with_default_raft_timing(tmp_path: Path) -> None:
 CLIENT_SCRIPT = """
 import asyncio, dataclasses, json, sys
 from vipd.witness.base import Op, Request
-from vipd.witness.etcd import EtcdBackend
+from vipd.witness.etcd import HEDGE_AFTER, EtcdBackend
 
 async def main():
     replies = []
