@@ -353,7 +353,11 @@ class Machine:
         if not (self.state is State.BACKUP and self.acquiring):
             return
         self.acquiring = False
-        retry = remaining + 0.01
+        # A witness's ``remaining`` may be coarse: etcd's is whole seconds, an upper bound, and
+        # a restarted etcd extends leases (docs/chaos.md, finding 8). So ask again at least
+        # every Master_Down_Interval meanwhile; the embedded witness's is exact and at most
+        # the TTL, i.e. Master_Down_Interval by default, so it changes nothing there.
+        retry = min(remaining + 0.01, self.master_down_interval)
         preempting = self._lower_master_since is not None
         if preempting or self.master_priority == 0:
             # The holder is alive and about to hand over (it is lower, or it said it is

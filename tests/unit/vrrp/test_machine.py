@@ -360,6 +360,19 @@ def test_fenced_backup_asks_for_the_lease_and_promotes_only_on_the_grant() -> No
     assert AddVips() in m.drain()
 
 
+def test_refused_backup_asks_again_within_a_master_down_interval_however_long_the_lease() -> None:
+    params = Params(vrid=1, priority=100, advert_interval=10, primary=PEER, fenced=True)
+    m = Machine(params)  # advert 0.1 s: Master_Down_Interval 0.36 s
+    m.start(0.0)
+    m.drain()
+    m.handle_timer(m.get_timer() or 0.0)
+    assert m.drain() == [AcquireLease()]
+    m.lease_refused(4.0, remaining=2.0)  # etcd: whole seconds, an upper bound
+    assert m.get_timer() == pytest.approx(4.0 + m.master_down_interval)
+    m.handle_timer(m.get_timer() or 0.0)
+    assert m.drain() == [AcquireLease()]
+
+
 def test_preempting_backup_that_is_refused_sends_one_claim_advert() -> None:
     m = machine(200, fenced=True)
     m.start(0.0)
