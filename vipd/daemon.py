@@ -1237,6 +1237,9 @@ class Daemon:
             "node": self.config.node_name,
             "uptime": round(boottime() - self.started, 3),
             "drops": dict(self.drops),
+            "witness": None
+            if self.witness is None
+            else {"backend": self.witness.name, "counters": dict(self.witness.counters)},
             "instances": [self._instance_status(i) for i in self.instances.values()],
             "groups": [
                 {

@@ -66,7 +66,7 @@ def _script(pair: Pair) -> int:
     _say(f"VIP {pair.vip} is now on: {', '.join(holders)}")
     if "n1" in holders:
         _say(
-            "  (n1's kernel still carries it: a SIGKILLed daemon cannot clean up, but n1 is cut"
+            "  (n1's kernel still carries it: its guard has not removed it yet, but n1 is cut"
             " off, so nobody reaches that copy)"
         )
     _say(f"client's ARP entry: {pair.client_mac_for_vip()} (n2 {n2.host.mac})")

@@ -830,9 +830,13 @@ class ChaosRunner:
         for name, node in self.pair.nodes.items():
             if node.proc is None or node.proc.poll() is not None:
                 continue
-            with contextlib.suppress(OSError, ValueError, RuntimeError, KeyError):
-                c = node.instance()["counters"]
-                out[name] = {k: int(v) for k, v in c.items()}
+            with contextlib.suppress(OSError, ValueError, RuntimeError, KeyError, StopIteration):
+                status = node.status()
+                inst = next(i for i in status["instances"] if i["name"] == "vip")
+                out[name] = {k: int(v) for k, v in inst["counters"].items()}
+                if status.get("witness"):
+                    w = status["witness"]["counters"]
+                    out[f"{name} witness client"] = {k: int(v) for k, v in w.items()}
         return out
 
     def stop_all(self) -> dict[str, list[str]]:

@@ -24,6 +24,7 @@ Semantics every backend must give, per lease name (one lease per instance):
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -71,6 +72,7 @@ class Backend(Protocol):
     """A witness client. ``node`` (the daemon's node name) identifies this node to the witness."""
 
     name: str  # "embedded" or "etcd", for logs, status and metrics
+    counters: Counter[str]  # requests, replies, drops, hedges...: shown by ``vipctl status``
 
     async def start(self, on_reply: ReplyCallback) -> None:
         """Open sockets or connections; ``on_reply`` is called in the event loop."""
