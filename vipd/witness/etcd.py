@@ -281,10 +281,10 @@ class EtcdBackend:
             key = (request.lease, request.op)
             task = self._in_flight.get(key)
             loop = asyncio.get_running_loop()
-            if task is not None and not task.done() and self._may_hedge(request, loop.time()):
-                self._start_hedge(request, loop)
-                return
             if task is not None and not task.done():
+                if self._may_hedge(request, loop.time()):
+                    self._start_hedge(request, loop)
+                    return
                 self.counters["dropped_in_flight"] += 1
                 self._log.debug(
                     "witness_request_dropped",
@@ -371,15 +371,18 @@ class EtcdBackend:
         now_held = self._held.get(req.lease)
         if ttl <= 0 or now_held is None or now_held.lease_id != held.lease_id:
             return  # lapsed, released or replaced meanwhile: the queued renewal answers
+        self.counters["hedges_answered"] += 1
+        self._deliver(self._granted(req, held.lease_id, held.epoch, ttl, "renewed"))
+
+    def _deliver(self, reply: Reply) -> None:
+        """Hand a reply to the lease core; its errors are counted, never raised here."""
         if self._on_reply is None:
             return
-        self.counters["hedges_answered"] += 1
-        reply = self._granted(req, held.lease_id, held.epoch, ttl, "renewed")
         try:
             self._on_reply(reply)
         except Exception:
             self.counters["callback_errors"] += 1
-            self._log.exception("witness_reply_callback_failed", lease=req.lease)
+            self._log.exception("witness_reply_callback_failed", lease=reply.lease)
 
     def _forget_task(self, key: tuple[str, Op], task: asyncio.Task[None]) -> None:
         if self._in_flight.get(key) is task:
@@ -428,13 +431,7 @@ class EtcdBackend:
             holder=reply.holder,
             remaining=reply.remaining,
         )
-        if self._on_reply is None:
-            return
-        try:
-            self._on_reply(reply)
-        except Exception:
-            self.counters["callback_errors"] += 1
-            self._log.exception("witness_reply_callback_failed", lease=req.lease)
+        self._deliver(reply)
 
     def _set_reachable(
         self, ok: bool, exc: BaseException | None = None, req: Request | None = None
