@@ -199,10 +199,6 @@ def _iface_of(msg: Any) -> IPv4Interface | IPv6Interface:
     return iface
 
 
-def _family(vip: IPv4Interface | IPv6Interface) -> int:
-    return socket.AF_INET if isinstance(vip, IPv4Interface) else socket.AF_INET6
-
-
 def _lifetime_seconds(lifetime: float | None) -> int:
     """Seconds for IFA_CACHEINFO: whole, >= 1, and below 0xffffffff ("forever")."""
     if lifetime is None:
@@ -455,7 +451,7 @@ class AddressManager:
         else:
             request["flags"] = _IFA_F_NODAD
         if self._guard is not None:
-            self._guard.hold(_family(vip), vip.network.prefixlen, index, vip.ip.packed)
+            self._guard.hold(index, vip)
         self._kernel(f"add {vip} to {ifname}", lambda: self._ipr.addr("replace", **request))
 
     def remove_vip(self, ifname: str, vip: IPv4Interface | IPv6Interface) -> bool:
@@ -483,7 +479,7 @@ class AddressManager:
         else:
             removed = True
         if self._guard is not None:
-            self._guard.drop(_family(vip), vip.network.prefixlen, index, vip.ip.packed)
+            self._guard.drop(index, vip)
         return removed
 
     # -- virtual MAC (macvlan) -----------------------------------------------------

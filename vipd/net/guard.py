@@ -30,11 +30,17 @@ import socket
 import subprocess
 import sys
 import threading
+from ipaddress import IPv4Interface, IPv6Interface
 
 from vipd.net import guard_proc
 from vipd.net.guard_proc import frame, record
 
 __all__ = ["VipGuard"]
+
+
+def _key(index: int, vip: IPv4Interface | IPv6Interface) -> bytes:
+    family = socket.AF_INET if isinstance(vip, IPv4Interface) else socket.AF_INET6
+    return record(family, vip.network.prefixlen, index, vip.ip.packed)
 
 
 class VipGuard:
@@ -85,18 +91,18 @@ class VipGuard:
         """Readable (at end of file) once the guard has exited: watch it and :meth:`restart`."""
         return self._sock.fileno()
 
-    def hold(self, family: int, prefixlen: int, index: int, address: bytes) -> None:
-        """Call before the VIP goes on the interface."""
-        key = record(family, prefixlen, index, address)
+    def hold(self, index: int, vip: IPv4Interface | IPv6Interface) -> None:
+        """Call before ``vip`` goes on interface ``index``."""
+        key = _key(index, vip)
         if key in self._held:
             return
         with self._lock:
             self._send(frame(b"+", key))
             self._held.add(key)
 
-    def drop(self, family: int, prefixlen: int, index: int, address: bytes) -> None:
-        """Call once the VIP is off the interface."""
-        key = record(family, prefixlen, index, address)
+    def drop(self, index: int, vip: IPv4Interface | IPv6Interface) -> None:
+        """Call once ``vip`` is off interface ``index``."""
+        key = _key(index, vip)
         if key not in self._held:
             return
         with self._lock:
