@@ -99,7 +99,7 @@ log = structlog.get_logger("vipd")
 
 
 #: The scheduler slice the event loop's thread asks for (vipd.slice): long enough for one
-#: phase's burst of adverts at 100 instances (25 sends of 40-130 us), shorter than the default.
+#: phase's burst of adverts at 100 instances (20 sends of 40-130 us), shorter than the default.
 SCHED_SLICE = 0.001
 
 

@@ -155,7 +155,7 @@ def master_down_interval(priority: int, master_adver_int: float) -> float:
 
 #: Adverts are staggered over this many phases of the interval, by VRID (the trade-off between
 #: wake-ups and burst length is in docs/chaos.md, finding 5).
-STAGGER = 4
+STAGGER = 5
 
 
 def advert_slot(now: float, interval: float, vrid: int) -> float:
