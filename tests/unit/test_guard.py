@@ -3,13 +3,15 @@ is tests/integration/test_guard.py)."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 
 import pytest
 from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
-from vipd.net.guard_proc import deladdr_message, frame, frames, record
+from vipd.net.guard_proc import deladdr_message, frame, frames, log_line, record
 
 
 @pytest.mark.parametrize(
@@ -46,3 +48,17 @@ def test_frames_come_off_the_stream_whole_however_it_is_cut() -> None:
             got += frames(buffer)
         assert got == [(b"+", v4), (b"+", v6), (b"-", v4)]
         assert not buffer
+
+
+def test_log_lines_are_json_whatever_the_text() -> None:
+    text = 'a "quoted" \\ path\twith\ncontrol \x01 chars and ünïcode'
+    line = log_line("vip-guard-remove-failed", vip="2001:db8::1/64", error=text, ifindex=7)
+    assert "\n" not in line
+    assert json.loads(line) == {
+        "event": "vip-guard-remove-failed",
+        "logger": "vipd.guard",
+        "pid": os.getpid(),
+        "vip": "2001:db8::1/64",
+        "error": text,
+        "ifindex": 7,
+    }
