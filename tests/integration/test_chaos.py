@@ -70,6 +70,26 @@ def test_checker_counts_dual_holders_only_while_both_are_connected() -> None:
     assert [v.split(":")[0] for v in report.safety_violations] == ["S1", "left-behind"]
 
 
+def test_an_outage_over_its_bound_names_the_host_stalls_beside_it() -> None:
+    phases = [Phase(0.0, "steady", "steady", 0.0), Phase(1.0, "witness down", "witness", 0.0)]
+    holders = {"n1": [(0.0, True)], "n2": [(0.0, False)]}
+    common = dict(
+        seed=1, phases=phases, holders=holders, cut={}, arp=[(0.0, "aa")],
+        macs={"n1": "aa", "n2": "bb"}, outages=[(2.0, 2.26)], end=4.0,
+    )  # fmt: skip
+    stalls = [(0.5, 0.06, 0.0), (1.85, 0.23, 0.4), (3.0, 0.07, 0.0)]
+    report = evaluate(**common, stalls=stalls)  # type: ignore[arg-type]
+    [violation] = report.violations
+    assert violation.startswith("bound: client outage 260 ms at t=2.00 s")
+    assert violation.endswith("; the host stalled: 230 ms at t=1.85 s (steal 400 ms)")
+    assert report.stalls == stalls
+    assert "host stalls of 50 ms or more: 3, longest 230 ms, steal in them 400 ms" in (
+        report.summary()
+    )
+    [bare] = evaluate(**common).violations  # type: ignore[arg-type]
+    assert bare == "bound: client outage 260 ms at t=2.00 s during witness down, bound 0 ms"
+
+
 @pytest.mark.netns
 def test_short_seeded_chaos_run_keeps_the_invariants(tmp_path: Path) -> None:
     with Lab() as lab:

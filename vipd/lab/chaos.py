@@ -18,7 +18,12 @@ namespaces (``python -m vipd.lab.chaos sample``, netlink dumps, no ``ip`` per sa
 - the client's TCP probe (:mod:`vipd.lab.probe`, a new connection every 10 ms).
 
 Plus the runner's own record of which node is cut off (its switch port down), so that a VIP on
-a node nobody can reach does not count as a second holder (fencing.md S1).
+a node nobody can reach does not count as a second holder (fencing.md S1), and a stall watch
+(``python -m vipd.lab.chaos stalls``, in the client's namespace): a process that sleeps 10 ms
+at a time and reports every wake-up at least :data:`STALL_MIN` late, with the host's steal
+time (``/proc/stat``) meanwhile. A stall of the whole host (a shared VM) holds up the daemons,
+the responder and the probe alike; an outage over its bound that overlaps one is reported with
+it, and still counted (docs/chaos.md finding 7).
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ __all__ = [
 ]
 
 SAMPLE_INTERVAL = 0.02
+#: The stall watch's tick, and the lateness of a wake-up it reports as a stall of the host.
+STALL_TICK = 0.01
+STALL_MIN = 0.05
 
 #: Every fault the runner knows, with its relative weight in a schedule.
 FAULT_KINDS: dict[str, int] = {
@@ -274,6 +282,7 @@ class ChaosReport:
     counters: dict[str, dict[str, int]] = field(default_factory=dict)  # node -> at the end
     samples: int = 0
     t0: float = 0.0
+    stalls: list[tuple[float, float, float]] = field(default_factory=list)  # start, s, steal s
 
     @property
     def ok(self) -> bool:
@@ -297,6 +306,9 @@ class ChaosReport:
             f"  stale-ARP stretches: {len(self.stale_arp)}",
             f"  flaps: {sum(seen - allowed for _, seen, allowed in self.flaps)}",
             f"  VIPs left behind: {sum(len(v) for v in self.left_behind.values())}",
+            f"  host stalls of {STALL_MIN * 1000:.0f} ms or more: {len(self.stalls)}, longest "
+            f"{max((s for _, s, _ in self.stalls), default=0.0) * 1000:.0f} ms, steal in them "
+            f"{sum(st for _, _, st in self.stalls) * 1000:.0f} ms",
             f"  violations: {len(self.violations)}",
         ]
         lines += [f"    - {v}" for v in self.violations]
@@ -341,12 +353,14 @@ class ChaosReport:
 
 class SampleLog:
     """Collects a sampler's JSON lines (``{"t": ..., "v": ...}``, one per change, plus a
-    heartbeat) in a background thread; ``series()`` is the step function as (t, value)."""
+    heartbeat) in a background thread; ``series()`` is the step function as (t, value), or
+    with ``events`` every line but the heartbeats (``v`` null)."""
 
-    def __init__(self, proc: subprocess.Popen[str], name: str) -> None:
+    def __init__(self, proc: subprocess.Popen[str], name: str, events: bool = False) -> None:
         assert proc.stdout is not None
         self.proc = proc
         self.name = name
+        self.events = events
         self.count = 0
         self._series: list[tuple[float, Any]] = []
         self._lock = threading.Lock()
@@ -364,7 +378,10 @@ class SampleLog:
                     continue
                 with self._lock:
                     self.count += n
-                    if not self._series or self._series[-1][1] != v:
+                    if self.events:
+                        if v is not None:
+                            self._series.append((t, v))
+                    elif not self._series or self._series[-1][1] != v:
                         self._series.append((t, v))
 
     def series(self) -> list[tuple[float, Any]]:
@@ -424,6 +441,7 @@ def evaluate(
     left_behind: dict[str, list[str]] | None = None,
     faults: Sequence[str] = (),
     tolerance: float = 0.1,
+    stalls: Sequence[tuple[float, float, float]] = (),  # (start, length, steal), seconds
 ) -> ChaosReport:
     """Judge one run. Pure: everything comes in as time series (time.monotonic() stamps)."""
     violations: list[str] = []
@@ -507,6 +525,7 @@ def evaluate(
             violations.append(
                 f"{'recovery' if math.isinf(stop) else 'bound'}: client outage {shown} at "
                 f"t={start - t0:.2f} s during {ph.name}, bound {o.bound * 1000:.0f} ms"
+                + _stalls_within(stalls, start, stop, t0)
             )
     for o in stale:
         if not o.ok:
@@ -559,7 +578,23 @@ def evaluate(
         left_behind=left,
         violations=violations,
         t0=t0,
+        stalls=[(st - t0, length, steal) for st, length, steal in stalls if st >= t0],
     )
+
+
+def _stalls_within(
+    stalls: Sequence[tuple[float, float, float]], start: float, stop: float, t0: float
+) -> str:
+    """The host stalls that overlap an outage, or began up to a probe timeout before it (an
+    attempt that started then timed out in it), as a note for its violation."""
+    hit = [s for s in stalls if s[0] < stop and s[0] + s[1] > start - PROBE_TIMEOUT]
+    if not hit:
+        return ""
+    shown = ", ".join(
+        f"{length * 1000:.0f} ms at t={st - t0:.2f} s (steal {steal * 1000:.0f} ms)"
+        for st, length, steal in hit
+    )
+    return f"; the host stalled: {shown}"
 
 
 # --------------------------------------------------------------------------- process sampling
@@ -655,6 +690,7 @@ class ChaosRunner:
         self.phases: list[Phase] = []
         self.cut: dict[str, list[tuple[float, Any]]] = {n: [] for n in pair.nodes}
         self.samplers: dict[str, SampleLog] = {}
+        self.stalls: SampleLog | None = None
         self.probe: ProbeLog | None = None
         self.problems: list[str] = []
         self._fault_index = -1
@@ -666,6 +702,7 @@ class ChaosRunner:
             self.samplers[name] = _start_sampler(node.host, vip, "addr", name)
             self.cut[name].append((time.monotonic(), name in self.pair.cut_off))
         self.samplers["client"] = _start_sampler(self.pair.client, vip, "neigh", "client")
+        self.stalls = _start_sampler(self.pair.client, vip, "stalls", "stalls")
         self.probe = self.pair.probe()
 
     def stop_watching(self) -> None:
@@ -673,6 +710,8 @@ class ChaosRunner:
             self.probe.stop()
         for s in self.samplers.values():
             s.stop()
+        if self.stalls is not None:
+            self.stalls.stop()
 
     def holder(self) -> str | None:
         """The single connected holder as the samplers last saw it, else None."""
@@ -870,6 +909,7 @@ class ChaosRunner:
             end=end,
             left_behind=left,
             faults=[f.describe() for f in self.schedule],
+            stalls=[(t, v[0], v[1]) for t, v in self.stalls.series()] if self.stalls else (),
         )
         report.violations = self.problems + report.violations
         report.samples = sum(s.count for s in self.samplers.values())
@@ -877,18 +917,11 @@ class ChaosRunner:
 
 
 def _start_sampler(host: Any, vip: str, what: str, name: str) -> SampleLog:
-    proc = host.python(
-        "vipd.lab.chaos",
-        "sample",
-        "--vip",
-        vip,
-        "--what",
-        what,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    log = SampleLog(proc, name)
+    """A ``sample`` process for ``what`` (addr or neigh), or with ``stalls`` the stall watch."""
+    argv = ["stalls"] if what == "stalls" else ["sample", "--vip", vip, "--what", what]
+    kw: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL, "text": True}
+    proc = host.python("vipd.lab.chaos", *argv, **kw)
+    log = SampleLog(proc, name, events=what == "stalls")
     wait_until(lambda: log.count > 0 or proc.poll() is not None, 10, what=f"sampler {name}")
     if proc.poll() is not None:
         raise RuntimeError(f"sampler on {name} exited {proc.returncode}")
@@ -1147,6 +1180,38 @@ def _sample(vip: str, what: str, ifname: str, interval: float, out: IO[str]) -> 
             stop.wait(max(0.0, t + interval - time.monotonic()))
 
 
+def _steal() -> float:
+    """Seconds of steal time of all the host's CPUs so far (/proc/stat, USER_HZ ticks)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
+def _watch_stalls(out: IO[str]) -> None:
+    """Sleep STALL_TICK at a time; print ``{"t", "v": [late, steal]}`` for every wake-up at
+    least STALL_MIN late (``t`` when the stall began) and ``{"t", "v": null}`` once a second."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    last_print = 0.0
+    count = 0
+    before, steal = time.monotonic(), _steal()
+    while not stop.wait(STALL_TICK):
+        now, steal_now = time.monotonic(), _steal()
+        late = now - before - STALL_TICK
+        count += 1
+        if late >= STALL_MIN:
+            line = {"t": now - late, "v": [round(late, 4), round(steal_now - steal, 3)], "n": count}
+        elif now - last_print >= 1.0:
+            line = {"t": now, "v": None, "n": count}
+        else:
+            line = None
+        if line is not None:
+            out.write(json.dumps(line) + "\n")
+            out.flush()
+            last_print, count = now, 0
+        before, steal = now, steal_now
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vipd.lab.chaos")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -1155,6 +1220,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--what", choices=("addr", "neigh"), required=True)
     s.add_argument("--ifname", default="eth0")
     s.add_argument("--interval", type=float, default=SAMPLE_INTERVAL)
+    sub.add_parser("stalls", help="report the wake-ups of a 10 ms sleep loop 50 ms late or more")
     r = sub.add_parser("relay", help="copy frames between two interfaces, each DELAY s late")
     r.add_argument("a")
     r.add_argument("b")
@@ -1163,6 +1229,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
         if args.cmd == "relay":
             _relay(args.a, args.b, args.delay)
+        elif args.cmd == "stalls":
+            _watch_stalls(sys.stdout)
         else:
             _sample(args.vip, args.what, args.ifname, args.interval, sys.stdout)
     return 0
