@@ -84,8 +84,8 @@ FAULT_KINDS: dict[str, int] = {
     "delay": 2,  # 20-100 ms more each way on one node's link (a userspace relay: no netem here)
     "restart": 2,  # SIGTERM a daemon (master or backup), later start it again
     # Opt-in (weight 0: drawn only when asked for by name): SIGKILL the master and leave its
-    # link up. Its kernel keeps the VIP until the address lifetime runs out (fencing.md S4:
-    # lease + 1-2 s), longer than the backup needs to get the lease: expect dual holders.
+    # link up. Only its VIP guard takes the VIP off in time (fencing.md S4): the address
+    # lifetime, lease + 1-2 s, runs out after the backup is granted the lease.
     "crash": 0,
 }
 #: The kinds a default schedule draws from.
