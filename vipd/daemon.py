@@ -309,11 +309,13 @@ class Daemon:
         key = (cfg.interface, cfg.family)
         sock = self._sockets.get(key)
         if sock is None:
-            sock = VrrpSocket(cfg.interface, link.index, cfg.family, multicast=True)
+            sock = VrrpSocket(cfg.interface, link.index, cfg.family)
             self._sockets[key] = sock
             self._by_vrid[key] = {}
             assert self._loop is not None
             self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+        if not cfg.unicast_peers:
+            sock.join_group()
         sender = self._senders.get(vip_ifname)
         if sender is None:
             sender = self._senders[vip_ifname] = FrameSender(vip_ifname)
@@ -1155,6 +1157,8 @@ class Daemon:
     def _update_instance(self, inst: InstanceRuntime, cfg: InstanceConfig) -> None:
         """Apply a changed config in place: the VIPs that stay are never taken down."""
         old, inst.cfg = inst.cfg, cfg
+        if not cfg.unicast_peers:
+            inst.sock.join_group()  # it may have had only unicast peers so far
         now = boottime()
         inst._advert_cache.clear()
         inst.__dict__.pop("announcement", None)  # both rebuilt for the new VIPs

@@ -3,11 +3,14 @@ mode (the VIP's MAC moves with it, keepalived's use_vmac)."""
 
 from __future__ import annotations
 
+import signal
+import socket
+import struct
 import time
 
 import pytest
 
-from vipd.lab.pair import Pair, wait_until
+from vipd.lab.pair import Node, Pair, wait_until
 
 from .conftest import PairFactory
 
@@ -41,6 +44,35 @@ def test_unicast_pair_works_where_multicast_is_blocked(make_pair: PairFactory) -
     wait_until(lambda: probe.first_success_after(0, node="n1") is not None, 5)
     t_fault = pair.crash("n1")
     wait_until(lambda: probe.first_success_after(t_fault, node="n2") is not None, 15)
+
+
+def joined_vrrp_group(node: Node) -> bool:
+    """Whether the node's lab interface is a member of 224.0.0.18, by its namespace's
+    /proc/net/igmp (groups printed as the address's four bytes read as a host-order number)."""
+    group = f"{struct.unpack('=I', socket.inet_aton('224.0.0.18'))[0]:08X}"
+    device = None
+    for line in node.host.run("cat", "/proc/net/igmp").stdout.splitlines()[1:]:
+        if not line.startswith("\t"):
+            device = line.split()[1]
+        elif device == node.host.ifname and line.split()[0] == group:
+            return True
+    return False
+
+
+def test_only_a_multicast_instance_joins_the_vrrp_group(make_pair: PairFactory) -> None:
+    """Unicast peers need no group membership (so no IGMP reports either); a reload that turns
+    an instance to multicast joins the group on the socket it already has."""
+    pair = make_pair()
+    n1, n2 = pair.nodes["n1"], pair.nodes["n2"]
+    pair.write_config(n1, unicast_peers=["192.0.2.12"])
+    pair.start()
+    wait_until(lambda: pair.holders() == ["n1"], 10)
+    assert not joined_vrrp_group(n1)
+    assert joined_vrrp_group(n2)  # the multicast side, and the oracle's check
+    pair.write_config(n1)
+    pair.signal("n1", signal.SIGHUP)
+    wait_until(lambda: joined_vrrp_group(n1), 10, what="n1 to join 224.0.0.18 on reload")
+    assert pair.holders() == ["n1"]
 
 
 def test_unicast_ignores_adverts_from_unconfigured_peers(make_pair: PairFactory) -> None:

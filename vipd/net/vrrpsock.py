@@ -49,11 +49,11 @@ class Datagram(NamedTuple):
 class VrrpSocket:
     """A non-blocking raw VRRP socket bound to one interface.
 
-    ``multicast`` joins the VRRP group on the interface (RFC 5798 section 5.1.1.2 / 5.1.2.2);
-    with unicast peers only, no group is joined.
+    It joins the VRRP group on the interface (RFC 5798 section 5.1.1.2 / 5.1.2.2) only when
+    told to (:meth:`join_group`): a socket that only unicast peers use needs no membership.
     """
 
-    def __init__(self, ifname: str, ifindex: int, family: int, multicast: bool = True) -> None:
+    def __init__(self, ifname: str, ifindex: int, family: int) -> None:
         self.ifname = ifname
         self.ifindex = ifindex
         self.family = family
@@ -68,9 +68,6 @@ class VrrpSocket:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, TTL)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-                if multicast:
-                    join = struct.pack("@4s4si", GROUP_V4.packed, b"\0" * 4, ifindex)
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, join)
             else:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, TTL)
@@ -78,14 +75,25 @@ class VrrpSocket:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-                if multicast:
-                    join = struct.pack("@16sI", GROUP_V6.packed, ifindex)
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, join)
             sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
         self._sock = sock
+        self.joined = False
+
+    def join_group(self) -> None:
+        """Join the VRRP group on the interface, once (a multicast instance needs it; the
+        membership lasts as long as the socket)."""
+        if self.joined:
+            return
+        if self.family == 4:
+            join = struct.pack("@4s4si", GROUP_V4.packed, b"\0" * 4, self.ifindex)
+            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, join)
+        else:
+            join6 = struct.pack("@16sI", GROUP_V6.packed, self.ifindex)
+            self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, join6)
+        self.joined = True
 
     def fileno(self) -> int:
         return self._sock.fileno()
