@@ -98,8 +98,9 @@ IPAddress = IPv4Address | IPv6Address
 log = structlog.get_logger("vipd")
 
 
-#: The scheduler slice the event loop's thread asks for (vipd.slice): long enough for one
-#: phase's burst of adverts at 100 instances (20 sends of 40-130 us), shorter than the default.
+#: The scheduler slice the event loop's thread asks for (vipd.slice), shorter than the default so
+#: that a wake-up preempts a CPU hog sooner; one phase's burst of adverts at 100 instances (20
+#: sends of 40-130 us) can outrun it (docs/chaos.md finding 5).
 SCHED_SLICE = 0.001
 
 
