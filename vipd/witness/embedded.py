@@ -9,12 +9,19 @@ A reply is delivered only if it is authenticated, comes from the witness's addre
 node, and echoes the ``req_id``, lease and timestamp of a request sent and not yet answered; each
 request is answered at most once. The socket is unconnected, so the kernel picks the source
 address per datagram (a VIP moving on or off this host does not strand the socket).
+
+While the witness answers, requests go out with MSG_CONFIRM: a verified reply is the proof of
+reachability the kernel's neighbour cache wants, so the witness's ARP/ND entry stays REACHABLE
+instead of going stale every 15-45 s and being probed again. Probes are frames too: on a lossy
+link (docs/chaos.md finding 7) all three could be lost, and the entry would sit unresolved for a
+second with every renewal queued behind it, long enough for the lease to run out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from collections import Counter, OrderedDict
@@ -40,6 +47,7 @@ _TIMESTAMPS: Final = Timestamps()
 _MAX_PENDING: Final = 256  # requests waiting for a reply; the oldest are forgotten
 _MAX_IN_FLIGHT: Final = 64  # sends handed to the loop and not yet done
 _REOPEN_INTERVAL: Final = 1.0  # seconds between attempts to open the socket
+_CONFIRM_FOR: Final = 1.0  # seconds after a verified reply that sends carry MSG_CONFIRM
 
 
 class EmbeddedBackend:
@@ -55,6 +63,8 @@ class EmbeddedBackend:
         self.counters: Counter[str] = Counter()
         self._on_reply: ReplyCallback | None = None
         self._stream: Any = None  # asyncio_dgram.DatagramServer once open
+        self._confirming: socket.socket | None = None  # the same socket, for MSG_CONFIRM sends
+        self._confirm_until = 0.0  # time.monotonic() of the last verified reply + _CONFIRM_FOR
         self._peer: tuple[Any, ...] = ()  # the witness's resolved (host, port)
         self._pending: OrderedDict[int, tuple[str, int]] = OrderedDict()  # req_id -> lease, ts
         self._tasks: set[asyncio.Task[None]] = set()
@@ -107,6 +117,9 @@ class EmbeddedBackend:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+        if self._confirming is not None:
+            self._confirming.close()
+            self._confirming = None
         self._pending.clear()
 
     # ---- internals -------------------------------------------------------------------------
@@ -120,6 +133,8 @@ class EmbeddedBackend:
         except (OSError, ValueError) as exc:  # ValueError: a name getaddrinfo cannot encode
             self._problem("open-error", f"cannot open a socket to {host}:{port}: {exc}")
             return False
+        # asyncio's transport sends without flags: a second handle on the same socket does.
+        self._confirming = socket.socket(fileno=os.dup(stream.socket.fileno()))
         self._peer = tuple(sockaddr[:2])
         self._stream = stream
         log.info("witness-socket-open", witness=f"{host}:{port}", local=stream.sockname[:2])
@@ -140,6 +155,17 @@ class EmbeddedBackend:
                 break
             except OSError as exc:
                 self._problem("send-error", str(exc))
+        if self._confirming is not None and time.monotonic() < self._confirm_until:
+            try:
+                self._confirming.sendto(data, socket.MSG_CONFIRM, self._peer)
+            except BlockingIOError:
+                pass  # the socket's buffer is full: queue it in the transport below
+            except OSError as exc:
+                self._problem("send-error", str(exc))
+                return
+            else:
+                self.counters["sent"] += 1
+                return
         try:
             await stream.send(data, self._peer)
         except (OSError, asyncio_dgram.TransportClosed) as exc:
@@ -177,6 +203,7 @@ class EmbeddedBackend:
             self._drop("unexpected-reply", f"req_id {reply.req_id} lease {reply.lease}")
             return
         del self._pending[reply.req_id]
+        self._confirm_until = time.monotonic() + _CONFIRM_FOR
         self.counters[f"reply.{reply.result}"] += 1
         if reply.result is Result.ERROR:
             log.warning("witness-error", lease=reply.lease, req_id=reply.req_id, error=reply.error)
