@@ -34,6 +34,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -413,30 +414,47 @@ class WitnessServer:
         log.info(event, counters=dict(sorted(self.counters.items())), leases=leases)
 
     async def serve(self, stream: Any) -> None:
-        """Answer datagrams on ``stream`` (an asyncio_dgram server) until it is closed."""
-        while True:
-            try:
-                data, addr = await stream.recv()
-            except asyncio_dgram.TransportClosed:
-                return
-            except OSError as exc:  # e.g. an ICMP error for an earlier reply
-                self.counters["recv-error"] += 1
-                if self._log_limit.allow("recv-error", self._clock()):
-                    log.warning("recv-error", error=str(exc))
-                continue
-            reply = self.handle(data, addr)
-            if reply is None:
-                continue
-            try:
-                await stream.send(reply, addr)
-            except asyncio_dgram.TransportClosed:
-                return
-            except OSError as exc:
-                self.counters["send-error"] += 1
-                if self._log_limit.allow("send-error", self._clock()):
-                    log.warning("send-error", peer=_peer(addr), error=str(exc))
-            else:
+        """Answer datagrams on ``stream`` (an asyncio_dgram server) until it is closed.
+
+        Replies go out with MSG_CONFIRM: an authenticated, fresh request just came from that
+        address, the proof of reachability the kernel's neighbour cache wants, so the entry for
+        each node stays REACHABLE instead of being re-probed every 15-45 s. On a lossy link
+        the probes can all be lost, and the replies would then wait unsent for a broadcast ARP
+        to get through, longer than a lease lasts (docs/chaos.md finding 7)."""
+        # asyncio's transport sends without flags: a second handle on the same socket does.
+        with socket.socket(fileno=os.dup(stream.socket.fileno())) as confirming:
+            while True:
+                try:
+                    data, addr = await stream.recv()
+                except asyncio_dgram.TransportClosed:
+                    return
+                except OSError as exc:  # e.g. an ICMP error for an earlier reply
+                    self.counters["recv-error"] += 1
+                    if self._log_limit.allow("recv-error", self._clock()):
+                        log.warning("recv-error", error=str(exc))
+                    continue
+                reply = self.handle(data, addr)
+                if reply is None:
+                    continue
+                try:
+                    confirming.sendto(reply, socket.MSG_CONFIRM, addr)
+                except BlockingIOError:  # the socket's buffer is full: queue it in asyncio's
+                    try:
+                        await stream.send(reply, addr)
+                    except asyncio_dgram.TransportClosed:
+                        return
+                    except OSError as exc:
+                        self._send_error(addr, exc)
+                        continue
+                except OSError as exc:
+                    self._send_error(addr, exc)
+                    continue
                 self.counters["tx"] += 1
+
+    def _send_error(self, addr: Address, exc: OSError) -> None:
+        self.counters["send-error"] += 1
+        if self._log_limit.allow("send-error", self._clock()):
+            log.warning("send-error", peer=_peer(addr), error=str(exc))
 
 
 def _peer(addr: Address) -> str:
