@@ -434,22 +434,29 @@ class WitnessServer:
                         log.warning("recv-error", error=str(exc))
                     continue
                 reply = self.handle(data, addr)
-                if reply is None:
-                    continue
-                try:
-                    confirming.sendto(reply, socket.MSG_CONFIRM, addr)
-                except BlockingIOError:  # the socket's buffer is full: queue it in asyncio's
-                    try:
-                        await stream.send(reply, addr)
-                    except asyncio_dgram.TransportClosed:
-                        return
-                    except OSError as exc:
-                        self._send_error(addr, exc)
-                        continue
-                except OSError as exc:
-                    self._send_error(addr, exc)
-                    continue
-                self.counters["tx"] += 1
+                if reply is not None and not await self._reply(confirming, stream, reply, addr):
+                    return
+
+    async def _reply(
+        self, confirming: socket.socket, stream: Any, reply: bytes, addr: Address
+    ) -> bool:
+        """Send ``reply`` with MSG_CONFIRM, or through asyncio's queue when the socket's buffer is
+        full. False once the stream is closed."""
+        try:
+            confirming.sendto(reply, socket.MSG_CONFIRM, addr)
+        except BlockingIOError:
+            try:
+                await stream.send(reply, addr)
+            except asyncio_dgram.TransportClosed:
+                return False
+            except OSError as exc:
+                self._send_error(addr, exc)
+                return True
+        except OSError as exc:
+            self._send_error(addr, exc)
+            return True
+        self.counters["tx"] += 1
+        return True
 
     def _send_error(self, addr: Address, exc: OSError) -> None:
         self.counters["send-error"] += 1
