@@ -923,6 +923,7 @@ class Daemon:
                 else:
                     inst.lease.release(boottime())
             elif isinstance(action, AddVips):
+                self._flush_unresolved_neighbours(inst)
                 if inst.lease is None:
                     self._change_vips(inst, add=True)
                 else:  # with a lifetime that follows the lease
@@ -954,6 +955,21 @@ class Daemon:
                 log.info("transition", **fields)
                 self._publish("transition", **fields)
                 self._on_state_changed(inst, action)
+
+    def _flush_unresolved_neighbours(self, inst: InstanceRuntime) -> None:
+        """Before the VIPs go on: drop neighbour entries stuck unresolved since a carrier loss,
+        or the new master's answers to its clients would wait for their next ARP / ND
+        retransmit (AddressManager.flush_unresolved_neighbours)."""
+        for ifname in dict.fromkeys((inst.vip_ifname, inst.cfg.interface)):
+            try:
+                flushed = self.addrs.flush_unresolved_neighbours(ifname)
+            except NetlinkError as exc:
+                inst.counters["neighbour_errors"] += 1
+                log.warning("neighbour-flush-failed", instance=inst.cfg.name, error=str(exc))
+                continue
+            if flushed:
+                inst.counters["neighbours_flushed"] += flushed
+                log.info("neighbours-flushed", instance=inst.cfg.name, ifname=ifname, count=flushed)
 
     def _change_vips(self, inst: InstanceRuntime, add: bool, lifetime: float | None = None) -> None:
         for vip in inst.cfg.vips:

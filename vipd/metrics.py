@@ -17,7 +17,7 @@ What is read, per instance (``status["instances"][i]``), labelled ``instance=<na
 - counters ``transition:<reason>``: ``vipd_transitions_total{reason=...}``; if the plain
   ``transitions`` counter is larger than their sum, the rest is ``reason="other"``;
 - counters ``adverts_sent``, ``adverts_received``, ``announcements``, ``send_errors``,
-  ``vip_errors``: ``vipd_<name>_total``;
+  ``vip_errors``, ``neighbours_flushed``, ``neighbour_errors``: ``vipd_<name>_total``;
 - counters ``drop:<reason>``: ``vipd_advert_drops_total{reason=...}``;
 - counters ``hook:<outcome>`` (notify hooks: ``ok``, ``failed``, ``timed-out``):
   ``vipd_hook_runs_total{outcome=...}``;
@@ -105,6 +105,11 @@ _PLAIN: dict[str, tuple[str, str]] = {
     "announcements": ("vipd_announcements", "VIP announcement bursts (GARP / unsolicited NA)."),
     "send_errors": ("vipd_send_errors", "Adverts that could not be sent."),
     "vip_errors": ("vipd_vip_errors", "Netlink failures adding or removing a VIP."),
+    "neighbours_flushed": (
+        "vipd_neighbours_flushed",
+        "Unresolved neighbour entries deleted on becoming master.",
+    ),
+    "neighbour_errors": ("vipd_neighbour_errors", "Netlink failures flushing neighbour entries."),
 }
 _WITNESS_GAUGES: dict[str, tuple[str, str]] = {
     "rtt": ("vipd_witness_round_trip_seconds", "Round trip of the last witness request."),

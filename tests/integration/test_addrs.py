@@ -346,6 +346,49 @@ def test_missing_netns_raises() -> None:
         AddressManager(netns="vt-does-not-exist")
 
 
+# -- neighbours ---------------------------------------------------------------------
+
+
+def test_flush_unresolved_neighbours_deletes_only_the_incomplete(
+    ns: Ns, am: AddressManager
+) -> None:
+    """Entries created while va has no carrier stay INCOMPLETE (their probes go nowhere) until
+    their next retransmit; the flush deletes those, in both families, and keeps resolved ones."""
+    _ip("-n", ns.name, "link", "set", "dev", "vb", "down")  # va loses carrier
+    _ip(
+        "-n",
+        ns.name,
+        "neigh",
+        "replace",
+        "192.0.2.78",
+        "lladdr",
+        "02:00:00:00:00:78",
+        "dev",
+        "va",
+        "nud",
+        "reachable",
+    )
+    for dst in ("192.0.2.77", "2001:db8::77"):
+        subprocess.run(
+            ["ip", "netns", "exec", ns.name, "ping", "-c1", "-W0.2", dst],
+            check=False,
+            capture_output=True,
+        )
+
+    def entries() -> dict[str, str]:
+        return {n["dst"]: n["state"][0] for n in ns.ip("neigh", "show", "dev", "va")}
+
+    assert entries() == {
+        "192.0.2.77": "INCOMPLETE",
+        "2001:db8::77": "INCOMPLETE",
+        "192.0.2.78": "REACHABLE",
+    }
+    assert am.flush_unresolved_neighbours("va") == 2
+    assert entries() == {"192.0.2.78": "REACHABLE"}
+    assert am.flush_unresolved_neighbours("va") == 0
+    assert am.flush_unresolved_neighbours("nosuch0") == 0
+
+
 # -- vmac ------------------------------------------------------------------------------
 
 

@@ -90,6 +90,26 @@ def test_an_outage_over_its_bound_names_the_host_stalls_beside_it() -> None:
     assert bare == "bound: client outage 260 ms at t=2.00 s during witness down, bound 0 ms"
 
 
+def test_a_flap_names_how_much_the_host_stalled_during_its_fault() -> None:
+    phases = [
+        Phase(0.0, "steady", "steady", 0.0),
+        Phase(1.0, "delay on n1", "delay", None, fault=0),
+    ]
+    holders = {"n1": [(0.0, True), (2.0, False)], "n2": [(0.0, False), (2.0, True)]}
+    common = dict(
+        seed=1, phases=phases, holders=holders, cut={}, arp=[(0.0, "aa"), (2.0, "bb")],
+        macs={"n1": "aa", "n2": "bb"}, outages=[], end=4.0,
+    )  # fmt: skip
+    stalls = [(0.5, 0.06, 0.0), (1.5, 0.3, 0.6), (2.5, 0.1, 0.2)]
+    [violation] = evaluate(**common, stalls=stalls).violations  # type: ignore[arg-type]
+    assert violation == (
+        "flap: the VIP moved 1 times during delay on n1 at t=1.00 s (allowed 0); the host "
+        "stalled 2 times in it, longest 300 ms (steal 800 ms in them)"
+    )
+    [bare] = evaluate(**common).violations  # type: ignore[arg-type]
+    assert bare.endswith("(allowed 0)")
+
+
 @pytest.mark.netns
 def test_short_seeded_chaos_run_keeps_the_invariants(tmp_path: Path) -> None:
     with Lab() as lab:

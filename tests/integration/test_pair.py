@@ -128,6 +128,41 @@ def test_stale_vip_from_a_crashed_run_is_removed_at_start(make_pair: PairFactory
     assert "stale-vip-removed" in pair.nodes["n2"].log()
 
 
+def test_a_new_master_answers_a_client_it_tried_to_reach_while_cut_off(
+    make_pair: PairFactory,
+) -> None:
+    """chaos.md finding 7: a packet that n1 sends to the client while its link has no carrier
+    leaves an INCOMPLETE neighbour entry whose ARP probes went nowhere; with the carrier back
+    it probes again only at its next retransmit (retrans_time_ms, 1 s by default, 10 s here),
+    and n1's SYN-ACKs to the client wait in that entry's queue. vipd deletes such entries as
+    it takes the VIP, so the client is answered at once (without: after the client's own
+    unicast ARP probe, 5 s into its DELAY state)."""
+    pair = make_pair(advert_interval=0.1)
+    pair.start("n2")
+    wait_until(lambda: pair.holders() == ["n2"], 10, what="n2 to hold the VIP")
+    probe = pair.probe()
+    wait_until(lambda: probe.first_success_after(0, node="n2") is not None, 5)
+    n1, client_ip = pair.nodes["n1"].host, "192.0.2.50"
+    n1.run("sysctl", "-qw", f"net.ipv4.neigh.{n1.ifname}.retrans_time_ms=10000")
+
+    def entry() -> str:
+        shown = n1.run("ip", "neigh", "show", client_ip, "dev", n1.ifname).stdout.split()
+        return shown[-1] if shown else "none"
+
+    pair.cut("n1")
+    n1.run("ping", "-c1", "-W0.2", client_ip, check=False)
+    pair.restore("n1")
+    assert entry() == "INCOMPLETE"
+    pair.start("n1")
+    t_master = wait_until(lambda: pair.holders() == ["n1"], 10, what="n1 to take over")
+    wait_until(
+        lambda: probe.first_success_after(t_master, node="n1") is not None,
+        3,
+        what="n1 to answer the client",
+    )
+    assert pair.nodes["n1"].instance()["counters"]["neighbours_flushed"] == 1
+
+
 def test_incident_a_frozen_master_resumes_and_client_recovers(make_pair: PairFactory) -> None:
     """Incident A: freeze the master (SIGSTOP + link cut) for 8 s, resume it. keepalived 2.2.7
     never recovers here; vipd must have the client reaching the VIP again within one advert

@@ -556,7 +556,7 @@ def evaluate(
             flaps.append((name, seen, allowed))
             violations.append(
                 f"flap: the VIP moved {seen} times during {name} at t={first.t - t0:.2f} s "
-                f"(allowed {allowed})"
+                f"(allowed {allowed})" + _stalls_in(stalls, first.t, stop)
             )
 
     left = {n: v for n, v in (left_behind or {}).items() if v}
@@ -595,6 +595,19 @@ def _stalls_within(
         for st, length, steal in hit
     )
     return f"; the host stalled: {shown}"
+
+
+def _stalls_in(stalls: Sequence[tuple[float, float, float]], start: float, stop: float) -> str:
+    """How much the host stalled during a fault, as a note for its flap violation (one fault
+    can take many: a count, the longest and the steal time in them)."""
+    hit = [s for s in stalls if start <= s[0] < stop]
+    if not hit:
+        return ""
+    longest, steal = max(s[1] for s in hit), sum(s[2] for s in hit)
+    return (
+        f"; the host stalled {len(hit)} times in it, longest {longest * 1000:.0f} ms "
+        f"(steal {steal * 1000:.0f} ms in them)"
+    )
 
 
 # --------------------------------------------------------------------------- process sampling

@@ -66,6 +66,7 @@ _IFF_LOWER_UP = 0x10000
 _IFA_F_NODAD = 0x02
 _IFA_F_DADFAILED = 0x08
 _IFA_F_TENTATIVE = 0x40
+_NUD_INCOMPLETE = 0x01  # linux/neighbour.h
 _IN6_ADDR_GEN_MODE_NONE = 1
 _CLONE_NEWNET = 0x40000000
 _INFINITY_LIFE_TIME = 0xFFFFFFFF
@@ -481,6 +482,39 @@ class AddressManager:
         if self._guard is not None:
             self._guard.drop(index, vip)
         return removed
+
+    def flush_unresolved_neighbours(self, ifname: str) -> int:
+        """Delete ``ifname``'s neighbour entries still being resolved (INCOMPLETE), in both
+        families; returns how many went. Missing interface: 0.
+
+        An entry created while the link had no carrier sent its probes nowhere, and with
+        the carrier back it probes again only at its next retransmit (retrans_time_ms, 1 s
+        by default); every packet to that neighbour waits in its queue meanwhile: a new
+        master's answers to its clients, in chaos.md finding 7. Once the entry is gone, the
+        next packet starts a resolution at once. Resolved entries are left alone.
+        """
+        return self._run(self._flush_unresolved_neighbours, ifname)
+
+    def _flush_unresolved_neighbours(self, ifname: str) -> int:
+        index = self._index(ifname)
+        if index is None:
+            return 0
+        flushed = 0
+        for msg in list(self._ipr.neigh("dump", ifindex=index)):
+            dst = _attr(msg, "NDA_DST")
+            if msg["ifindex"] != index or not msg["state"] & _NUD_INCOMPLETE or dst is None:
+                continue
+            try:
+                self._ipr.neigh("del", ifindex=index, dst=dst, family=msg["family"])
+            except _PyrNetlinkError as exc:
+                if exc.code != errno.ENOENT:  # resolved or gone meanwhile: fine
+                    raise NetlinkError(
+                        f"delete neighbour {dst} on {ifname}{self._where()}: {exc.args[-1]}",
+                        exc.code,
+                    ) from exc
+            else:
+                flushed += 1
+        return flushed
 
     # -- virtual MAC (macvlan) -----------------------------------------------------
 
