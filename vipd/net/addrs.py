@@ -507,7 +507,7 @@ class AddressManager:
             try:
                 self._ipr.neigh("del", ifindex=index, dst=dst, family=msg["family"])
             except _PyrNetlinkError as exc:
-                if exc.code != errno.ENOENT:  # resolved or gone meanwhile: fine
+                if exc.code != errno.ENOENT:  # gone meanwhile: fine
                     raise NetlinkError(
                         f"delete neighbour {dst} on {ifname}{self._where()}: {exc.args[-1]}",
                         exc.code,
