@@ -923,7 +923,6 @@ class Daemon:
                 else:
                     inst.lease.release(boottime())
             elif isinstance(action, AddVips):
-                self._flush_unresolved_neighbours(inst)
                 if inst.lease is None:
                     self._change_vips(inst, add=True)
                 else:  # with a lifetime that follows the lease
@@ -935,6 +934,8 @@ class Daemon:
                 sent = inst.sender.send(inst.announcement)
                 inst.counters["announcements"] += 1
                 log.debug("announce", instance=inst.cfg.name, reason=action.reason, frames=sent)
+                if action.reason != "refresh":
+                    self._flush_unresolved_neighbours(inst)
             elif isinstance(action, StateChanged):
                 inst.counters["transitions"] += 1
                 inst.last_transition = Transition(
@@ -957,19 +958,19 @@ class Daemon:
                 self._on_state_changed(inst, action)
 
     def _flush_unresolved_neighbours(self, inst: InstanceRuntime) -> None:
-        """Before the VIPs go on: drop neighbour entries stuck unresolved since a carrier loss,
-        or the new master's answers to its clients would wait for their next ARP / ND
-        retransmit (AddressManager.flush_unresolved_neighbours)."""
-        for ifname in dict.fromkeys((inst.vip_ifname, inst.cfg.interface)):
-            try:
-                flushed = self.addrs.flush_unresolved_neighbours(ifname)
-            except NetlinkError as exc:
-                inst.counters["neighbour_errors"] += 1
-                log.warning("neighbour-flush-failed", instance=inst.cfg.name, error=str(exc))
-                continue
-            if flushed:
-                inst.counters["neighbours_flushed"] += flushed
-                log.info("neighbours-flushed", instance=inst.cfg.name, ifname=ifname, count=flushed)
+        """With each announcement a state change or a fault triggered: the VIPs' neighbours
+        learn where the VIP is; our own entries for them that a carrier loss left unresolved
+        would make our answers wait up to a second (AddressManager.flush_unresolved_neighbours).
+        Best effort: a failure is logged and counted, never in the way of the VRRP work."""
+        try:
+            flushed = self.addrs.flush_unresolved_neighbours((inst.vip_ifname, inst.cfg.interface))
+        except Exception as exc:  # an optional step: it must not stop the takeover
+            inst.counters["neighbour_errors"] += 1
+            log.warning("neighbour-flush-failed", instance=inst.cfg.name, error=str(exc))
+            return
+        if flushed:
+            inst.counters["neighbours_flushed"] += flushed
+            log.info("neighbours-flushed", instance=inst.cfg.name, count=flushed)
 
     def _change_vips(self, inst: InstanceRuntime, add: bool, lifetime: float | None = None) -> None:
         for vip in inst.cfg.vips:

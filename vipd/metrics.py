@@ -107,7 +107,7 @@ _PLAIN: dict[str, tuple[str, str]] = {
     "vip_errors": ("vipd_vip_errors", "Netlink failures adding or removing a VIP."),
     "neighbours_flushed": (
         "vipd_neighbours_flushed",
-        "Unresolved neighbour entries deleted on becoming master.",
+        "Stuck unresolved neighbour entries deleted as the VIP is announced.",
     ),
     "neighbour_errors": ("vipd_neighbour_errors", "Netlink failures flushing neighbour entries."),
 }

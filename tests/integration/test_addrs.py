@@ -353,7 +353,8 @@ def test_flush_unresolved_neighbours_deletes_only_the_incomplete(
     ns: Ns, am: AddressManager
 ) -> None:
     """Entries created while va has no carrier stay INCOMPLETE (their probes go nowhere) until
-    their next retransmit; the flush deletes those, in both families, and keeps resolved ones."""
+    their next timer; the flush deletes those, in both families, once they are older than a
+    LAN round trip, and keeps resolved ones."""
     _ip("-n", ns.name, "link", "set", "dev", "vb", "down")  # va loses carrier
     _ip(
         "-n",
@@ -383,10 +384,11 @@ def test_flush_unresolved_neighbours_deletes_only_the_incomplete(
         "2001:db8::77": "INCOMPLETE",
         "192.0.2.78": "REACHABLE",
     }
-    assert am.flush_unresolved_neighbours("va") == 2
+    assert am.flush_unresolved_neighbours(["va"], min_age=60) == 0  # younger: under way
+    assert am.flush_unresolved_neighbours(["va", "nosuch0"]) == 2  # ping waited 0.2 s
     assert entries() == {"192.0.2.78": "REACHABLE"}
-    assert am.flush_unresolved_neighbours("va") == 0
-    assert am.flush_unresolved_neighbours("nosuch0") == 0
+    assert am.flush_unresolved_neighbours(["va"]) == 0
+    assert am.flush_unresolved_neighbours(["nosuch0"]) == 0
 
 
 # -- vmac ------------------------------------------------------------------------------

@@ -133,9 +133,9 @@ def test_a_new_master_answers_a_client_it_tried_to_reach_while_cut_off(
 ) -> None:
     """chaos.md finding 7: a packet that n1 sends to the client while its link has no carrier
     leaves an INCOMPLETE neighbour entry whose ARP probes went nowhere; with the carrier back
-    it probes again only at its next retransmit (retrans_time_ms, 1 s by default, 10 s here),
+    it probes again only at its next retransmit (retrans_time_ms, 1 s by default, 30 s here),
     and n1's SYN-ACKs to the client wait in that entry's queue. vipd deletes such entries as
-    it takes the VIP, so the client is answered at once (without: after the client's own
+    it announces the VIP, so the client is answered at once (without: after the client's own
     unicast ARP probe, 5 s into its DELAY state)."""
     pair = make_pair(advert_interval=0.1)
     pair.start("n2")
@@ -143,7 +143,7 @@ def test_a_new_master_answers_a_client_it_tried_to_reach_while_cut_off(
     probe = pair.probe()
     wait_until(lambda: probe.first_success_after(0, node="n2") is not None, 5)
     n1, client_ip = pair.nodes["n1"].host, "192.0.2.50"
-    n1.run("sysctl", "-qw", f"net.ipv4.neigh.{n1.ifname}.retrans_time_ms=10000")
+    n1.run("sysctl", "-qw", f"net.ipv4.neigh.{n1.ifname}.retrans_time_ms=30000")
 
     def entry() -> str:
         shown = n1.run("ip", "neigh", "show", client_ip, "dev", n1.ifname).stdout.split()

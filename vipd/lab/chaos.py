@@ -600,7 +600,7 @@ def _stalls_within(
 def _stalls_in(stalls: Sequence[tuple[float, float, float]], start: float, stop: float) -> str:
     """How much the host stalled during a fault, as a note for its flap violation (one fault
     can take many: a count, the longest and the steal time in them)."""
-    hit = [s for s in stalls if start <= s[0] < stop]
+    hit = [s for s in stalls if s[0] < stop and s[0] + s[1] > start]
     if not hit:
         return ""
     longest, steal = max(s[1] for s in hit), sum(s[2] for s in hit)

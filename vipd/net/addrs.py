@@ -30,7 +30,7 @@ import math
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import (
@@ -66,7 +66,11 @@ _IFF_LOWER_UP = 0x10000
 _IFA_F_NODAD = 0x02
 _IFA_F_DADFAILED = 0x08
 _IFA_F_TENTATIVE = 0x40
-_NUD_INCOMPLETE = 0x01  # linux/neighbour.h
+# linux/neighbour.h
+_NUD_INCOMPLETE = 0x01
+_NTF_EXT_LEARNED = 0x10
+_NTF_EXT_MANAGED = 0x01  # in NDA_FLAGS_EXT
+_USER_HZ = os.sysconf("SC_CLK_TCK")  # the unit of NDA_CACHEINFO's ages
 _IN6_ADDR_GEN_MODE_NONE = 1
 _CLONE_NEWNET = 0x40000000
 _INFINITY_LIFE_TIME = 0xFFFFFFFF
@@ -483,37 +487,52 @@ class AddressManager:
             self._guard.drop(index, vip)
         return removed
 
-    def flush_unresolved_neighbours(self, ifname: str) -> int:
-        """Delete ``ifname``'s neighbour entries still being resolved (INCOMPLETE), in both
-        families; returns how many went. Missing interface: 0.
+    def flush_unresolved_neighbours(self, ifnames: Iterable[str], min_age: float = 0.1) -> int:
+        """Delete the neighbour entries on ``ifnames`` (both families) that have been trying to
+        resolve for ``min_age`` seconds or more; returns how many went. Missing interfaces are
+        skipped.
 
         An entry created while the link had no carrier sent its probes nowhere, and with
-        the carrier back it probes again only at its next retransmit (retrans_time_ms, 1 s
-        by default); every packet to that neighbour waits in its queue meanwhile: a new
-        master's answers to its clients, in chaos.md finding 7. Once the entry is gone, the
-        next packet starts a resolution at once. Resolved entries are left alone.
+        the carrier back it waits for its next timer (another probe, or FAILED once its probes
+        are spent: up to retrans_time_ms, 1 s by default); every packet to that neighbour waits
+        in its queue meanwhile, such as a new master's answers to its clients (chaos.md
+        finding 7). Once the entry is gone, the next packet starts a resolution at once.
+        Deleting drops the queued packets (their senders see the neighbour unreachable, as at
+        FAILED), so only entries INCOMPLETE for longer than a LAN round trip go: a resolution
+        under way stays, and so do resolved, externally learned and managed entries.
         """
-        return self._run(self._flush_unresolved_neighbours, ifname)
+        return self._run(self._flush_unresolved_neighbours, tuple(ifnames), min_age)
 
-    def _flush_unresolved_neighbours(self, ifname: str) -> int:
-        index = self._index(ifname)
-        if index is None:
+    def _flush_unresolved_neighbours(self, ifnames: tuple[str, ...], min_age: float) -> int:
+        indexes = {i for i in map(self._index, ifnames) if i is not None}
+        if not indexes:
             return 0
-        flushed = 0
-        for msg in list(self._ipr.neigh("dump", ifindex=index)):
-            dst = _attr(msg, "NDA_DST")
-            if msg["ifindex"] != index or not msg["state"] & _NUD_INCOMPLETE or dst is None:
+        where = f"{', '.join(ifnames)}{self._where()}"
+        dump = self._kernel(
+            f"list the neighbours on {where}", lambda: list(self._ipr.neigh("dump"))
+        )
+        flushed, failed = 0, []
+        for msg in dump:
+            dst, info = _attr(msg, "NDA_DST"), _attr(msg, "NDA_CACHEINFO")
+            if (
+                msg["ifindex"] not in indexes
+                or not msg["state"] & _NUD_INCOMPLETE
+                or msg["flags"] & _NTF_EXT_LEARNED
+                or (_attr(msg, "NDA_FLAGS_EXT") or 0) & _NTF_EXT_MANAGED
+                or dst is None
+                or info is None
+                or info["ndm_updated"] / _USER_HZ < min_age
+            ):
                 continue
             try:
-                self._ipr.neigh("del", ifindex=index, dst=dst, family=msg["family"])
+                self._ipr.neigh("del", ifindex=msg["ifindex"], dst=dst, family=msg["family"])
             except _PyrNetlinkError as exc:
                 if exc.code != errno.ENOENT:  # gone meanwhile: fine
-                    raise NetlinkError(
-                        f"delete neighbour {dst} on {ifname}{self._where()}: {exc.args[-1]}",
-                        exc.code,
-                    ) from exc
+                    failed.append(f"{dst}: {exc.args[-1]}")
             else:
                 flushed += 1
+        if failed:
+            raise NetlinkError(f"delete neighbours on {where}: {'; '.join(failed)}")
         return flushed
 
     # -- virtual MAC (macvlan) -----------------------------------------------------
