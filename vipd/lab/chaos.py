@@ -582,12 +582,19 @@ def evaluate(
     )
 
 
+def _overlapping(
+    stalls: Sequence[tuple[float, float, float]], start: float, stop: float
+) -> list[tuple[float, float, float]]:
+    """The (start, length, steal) stalls that overlap [start, stop)."""
+    return [s for s in stalls if s[0] < stop and s[0] + s[1] > start]
+
+
 def _stalls_within(
     stalls: Sequence[tuple[float, float, float]], start: float, stop: float, t0: float
 ) -> str:
     """The host stalls that overlap an outage, or began up to a probe timeout before it (an
     attempt that started then timed out in it), as a note for its violation."""
-    hit = [s for s in stalls if s[0] < stop and s[0] + s[1] > start - PROBE_TIMEOUT]
+    hit = _overlapping(stalls, start - PROBE_TIMEOUT, stop)
     if not hit:
         return ""
     shown = ", ".join(
@@ -600,7 +607,7 @@ def _stalls_within(
 def _stalls_in(stalls: Sequence[tuple[float, float, float]], start: float, stop: float) -> str:
     """How much the host stalled during a fault, as a note for its flap violation (one fault
     can take many: a count, the longest and the steal time in them)."""
-    hit = [s for s in stalls if s[0] < stop and s[0] + s[1] > start]
+    hit = _overlapping(stalls, start, stop)
     if not hit:
         return ""
     longest, steal = max(s[1] for s in hit), sum(s[2] for s in hit)
