@@ -110,6 +110,28 @@ def test_a_flap_names_how_much_the_host_stalled_during_its_fault() -> None:
     assert bare.endswith("(allowed 0)")
 
 
+def test_a_two_holder_window_says_how_precisely_the_samplers_placed_it() -> None:
+    """docs/chaos.md finding 9: n2's read that saw the VIP arrive began at 2.000 s but ended
+    45 ms later, so the window it opens may not have been there at all."""
+    phases = [Phase(0.0, "steady", "steady", 0.0), Phase(1.0, "restart n2", "restart", 0.5, 1)]
+    holders = {"n1": [(0.0, True), (2.044, False)], "n2": [(0.0, False), (2.0, True)]}
+    common = dict(
+        seed=1, phases=phases, holders=holders, cut={}, arp=[(0.0, "aa"), (2.05, "bb")],
+        macs={"n1": "aa", "n2": "bb"}, outages=[], end=4.0,
+    )  # fmt: skip
+    late = {"n2": {2.0: (1.98, 2.045)}, "n1": {2.044: (2.024, 2.046)}}
+    [violation] = evaluate(**common, spans=late).violations  # type: ignore[arg-type]
+    assert violation == (
+        "S1: two connected holders for 44 ms at t=2.00 s during restart n2 (S1); the samples "
+        "bound it to 0-66 ms (reads late by n2's 45 ms)"
+    )
+    on_time = {"n2": {2.0: (1.98, 2.001)}, "n1": {2.044: (2.024, 2.045)}}
+    [violation] = evaluate(**common, spans=on_time).violations  # type: ignore[arg-type]
+    assert violation.endswith("(S1); the samples bound it to 23-65 ms")
+    [bare] = evaluate(**common).violations  # type: ignore[arg-type]
+    assert bare.endswith("during restart n2 (S1)")
+
+
 @pytest.mark.netns
 def test_short_seeded_chaos_run_keeps_the_invariants(tmp_path: Path) -> None:
     with Lab() as lab:

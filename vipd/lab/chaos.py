@@ -40,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -354,7 +354,8 @@ class ChaosReport:
 class SampleLog:
     """Collects a sampler's JSON lines (``{"t": ..., "v": ...}``, one per change, plus a
     heartbeat) in a background thread; ``series()`` is the step function as (t, value), or
-    with ``events`` every line but the heartbeats (``v`` null)."""
+    with ``events`` every line but the heartbeats (``v`` null); ``spans()`` how precisely the
+    sampler placed each change."""
 
     def __init__(self, proc: subprocess.Popen[str], name: str, events: bool = False) -> None:
         assert proc.stdout is not None
@@ -363,6 +364,7 @@ class SampleLog:
         self.events = events
         self.count = 0
         self._series: list[tuple[float, Any]] = []
+        self._spans: dict[float, tuple[float, float]] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._read, name=f"sampler-{name}", daemon=True)
         self._thread.start()
@@ -374,7 +376,8 @@ class SampleLog:
                 try:
                     d = json.loads(line)
                     t, v, n = float(d["t"]), d["v"], int(d.get("n", 1))
-                except (ValueError, KeyError, TypeError):
+                    span = (float(d["span"][0]), float(d["span"][1])) if "span" in d else None
+                except (ValueError, KeyError, TypeError, IndexError):
                     continue
                 with self._lock:
                     self.count += n
@@ -383,10 +386,17 @@ class SampleLog:
                             self._series.append((t, v))
                     elif not self._series or self._series[-1][1] != v:
                         self._series.append((t, v))
+                        if span is not None:
+                            self._spans[t] = span
 
     def series(self) -> list[tuple[float, Any]]:
         with self._lock:
             return list(self._series)
+
+    def spans(self) -> dict[float, tuple[float, float]]:
+        """For each change in :meth:`series` (by its time): the span it happened in."""
+        with self._lock:
+            return dict(self._spans)
 
     def last(self) -> Any:
         with self._lock:
@@ -442,6 +452,8 @@ def evaluate(
     faults: Sequence[str] = (),
     tolerance: float = 0.1,
     stalls: Sequence[tuple[float, float, float]] = (),  # (start, length, steal), seconds
+    spans: Mapping[str, Mapping[float, tuple[float, float]]]
+    | None = None,  # node -> SampleLog.spans()
 ) -> ChaosReport:
     """Judge one run. Pure: everything comes in as time series (time.monotonic() stamps)."""
     violations: list[str] = []
@@ -509,7 +521,7 @@ def evaluate(
         for start, length, name in dual_windows:
             violations.append(
                 f"S1: two connected holders for {length * 1000:.0f} ms at t={start - t0:.2f} s "
-                f"during {name} (S1)"
+                f"during {name} (S1)" + _dual_bounds(spans or {}, start, start + length)
             )
 
     judged_outages: list[Outage] = []
@@ -580,6 +592,34 @@ def evaluate(
         t0=t0,
         stalls=[(st - t0, length, steal) for st, length, steal in stalls if st >= t0],
     )
+
+
+def _dual_bounds(
+    spans: Mapping[str, Mapping[float, tuple[float, float]]], start: float, stop: float
+) -> str:
+    """How long a two-holder window could have been, given when the samplers read the changes
+    that opened and closed it (each happened within its span; a change of the runner's own
+    record, a cut, is exact), as a note for its violation. Names a sampler whose reads around
+    a change were more than a sample late: finding 9 in docs/chaos.md."""
+
+    def span_at(t: float) -> tuple[float, float, list[str]]:
+        for node, by_time in spans.items():
+            if t in by_time:
+                a, b = by_time[t]
+                late = b - a - SAMPLE_INTERVAL  # beyond one sampling interval
+                return a, b, [f"{node}'s {late * 1000:.0f} ms"] if late > SAMPLE_INTERVAL else []
+        return t, t, []
+
+    a_start, b_start, late_start = span_at(start)
+    a_stop, b_stop, late_stop = span_at(stop)
+    if not spans or (a_start, b_start, a_stop, b_stop) == (start, start, stop, stop):
+        return ""
+    shortest, longest = max(0.0, a_stop - b_start), b_stop - a_start
+    note = f"; the samples bound it to {shortest * 1000:.0f}-{longest * 1000:.0f} ms"
+    late = late_start + late_stop
+    if late:
+        note += f" (reads late by {' and '.join(late)})"
+    return note
 
 
 def _overlapping(
@@ -930,6 +970,7 @@ class ChaosRunner:
             left_behind=left,
             faults=[f.describe() for f in self.schedule],
             stalls=[(t, v[0], v[1]) for t, v in self.stalls.series()] if self.stalls else (),
+            spans={n: self.samplers[n].spans() for n in self.pair.nodes},
         )
         report.violations = self.problems + report.violations
         report.samples = sum(s.count for s in self.samplers.values())
@@ -1171,7 +1212,9 @@ def _relay(a: str, b: str, delay: float) -> None:
 def _sample(vip: str, what: str, ifname: str, interval: float, out: IO[str]) -> None:
     """Inside a namespace: every ``interval`` s dump the addresses of ``ifname`` (what="addr",
     value: the VIP is there) or the neighbour entry for ``vip`` (what="neigh", value: its MAC
-    or null); print a JSON line on every change and once a second."""
+    or null); print a JSON line on every change and once a second. ``t`` is when the read
+    began; a change also carries ``span``, from the previous read's start to this read's end:
+    the kernel's state changed somewhere in it (a sampler held up by the host widens it)."""
     from pyroute2 import IPRoute
 
     stop = threading.Event()
@@ -1179,7 +1222,7 @@ def _sample(vip: str, what: str, ifname: str, interval: float, out: IO[str]) -> 
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=ifname)[0]
         last: Any = object()
-        last_print = 0.0
+        last_print = previous = 0.0
         count = 0
         while not stop.is_set():
             t = time.monotonic()
@@ -1192,11 +1235,17 @@ def _sample(vip: str, what: str, ifname: str, interval: float, out: IO[str]) -> 
                     mac = n.get_attr("NDA_LLADDR")
                     if mac and n.get_attr("NDA_DST") == vip:
                         value = str(mac).lower()
+            done = time.monotonic()
             count += 1
             if value != last or t - last_print >= 1.0:
-                out.write(json.dumps({"t": t, "v": value, "n": count}) + "\n")
+                line = {"t": t, "v": value, "n": count}
+                if value != last and previous:  # changed after the last read began, before
+                    # this one ended
+                    line["span"] = [previous, done]
+                out.write(json.dumps(line) + "\n")
                 out.flush()
                 last, last_print, count = value, t, 0
+            previous = t
             stop.wait(max(0.0, t + interval - time.monotonic()))
 
 
