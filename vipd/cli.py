@@ -221,5 +221,11 @@ def _status_table(status: dict[str, Any]) -> str:
             lines.append(line)
     for g in status.get("groups") or []:
         lines.append(f"group {g['name']} ({', '.join(g['instances'])}): {g['state'] or '-'}")
-    lines.append(f"node {status['node']}, up {status['uptime']:.0f} s")
+    node = f"node {status['node']}, up {status['uptime']:.0f} s"
+    sched = status.get("scheduler") or {}
+    if sched.get("priority"):
+        node += f", SCHED_RR {sched['priority']}" if sched["realtime"] else ", NOT realtime"
+        if sched["realtime_drops"]:
+            node += f" (dropped {sched['realtime_drops']} times)"
+    lines.append(node)
     return "\n".join(line.rstrip() for line in lines)

@@ -72,6 +72,7 @@ _DAEMON_KEYS: Final = (
     "log_format",
     "log_level",
     "metrics_listen",
+    "realtime_priority",
 )
 _NOTIFY_KEYS: Final = ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop")
 _INSTANCE_KEYS: Final = (
@@ -253,6 +254,7 @@ class DaemonConfig:
     control_group: str | None = None  # socket mode 0660 for this group; None: root only
     metrics_listen: tuple[str, int] | None = None  # Prometheus /metrics; None: off
     groups: tuple[GroupConfig, ...] = ()
+    realtime_priority: int = 0  # SCHED_RR priority of the event loop's thread; 0: SCHED_OTHER
 
 
 @dataclass(frozen=True)
@@ -915,6 +917,7 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
     log_level = daemon.take("log_level", _choice(*LOG_LEVELS), "info")
     control_group = daemon.take("control_group", _group, None)
     metrics_listen = daemon.take("metrics_listen", _host_port, None)
+    realtime_priority = daemon.take("realtime_priority", _int_range(0, 99), 0)
 
     witness = _build_witness(report, top, raw, source)
 
@@ -951,6 +954,7 @@ def _build(raw: dict[str, Any], report: _Report, source: str) -> DaemonConfig | 
         control_group=control_group,
         metrics_listen=metrics_listen,
         groups=groups,
+        realtime_priority=realtime_priority,
     )
 
 

@@ -54,7 +54,12 @@ from vipd.net.guard import VipGuard
 from vipd.net.packet import FrameSender
 from vipd.net.peer import PeerSocket
 from vipd.net.vrrpsock import Datagram, VrrpSocket
-from vipd.slice import request_slice
+from vipd.sched import (
+    limit_realtime_run,
+    realtime_run_limit,
+    request_realtime,
+    request_slice,
+)
 from vipd.timers import TimerFdAlarm, Timers
 from vipd.track.core import (
     HOOK_STATES,
@@ -98,10 +103,16 @@ IPAddress = IPv4Address | IPv6Address
 log = structlog.get_logger("vipd")
 
 
-#: The scheduler slice the event loop's thread asks for (vipd.slice), shorter than the default so
+#: The scheduler slice the event loop's thread asks for (vipd.sched), shorter than the default so
 #: that a wake-up preempts a CPU hog sooner; one phase's burst of adverts at 100 instances (20
 #: sends of 40-130 us) can outrun it (docs/chaos.md finding 5).
 SCHED_SLICE = 0.001
+#: With ``realtime_priority``: RLIMIT_RTTIME, CPU time the loop may run without blocking under
+#: SCHED_RR. At the soft limit (SIGXCPU) it drops back to SCHED_OTHER and tries again after
+#: REALTIME_RETRY; the kernel kills it at the hard one (a loop stuck in C). A burst of adverts
+#: takes about a millisecond, a reload of 255 instances some tens.
+REALTIME_RUN = (0.5, 2.0)
+REALTIME_RETRY = 5.0
 
 
 def boottime() -> float:
@@ -235,6 +246,8 @@ class Daemon:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._reloading: asyncio.Lock | None = None
         self.started = boottime()
+        self.realtime = False  # the loop's thread runs SCHED_RR (realtime_priority)
+        self.realtime_drops = 0  # times it ran too long without blocking and dropped back
         self.groups: dict[str, GroupConfig] = {}
         self._group_of: dict[str, str] = {}  # instance -> its sync group
         self._group_state: dict[str, str | None] = {}
@@ -277,6 +290,7 @@ class Daemon:
             for inst in self.instances.values():
                 self._start_instance(inst)
             await self._started()
+            self._go_realtime()  # after the start-up, which may run long without blocking
             # Sockets are bound and every instance knows its state: tell systemd.
             sdnotify.ready()
             sdnotify.status(self._summary())
@@ -291,6 +305,46 @@ class Daemon:
             self._teardown()  # queues the STOP hooks
             await self._stop_fencing()
             await self._drain()
+
+    def _go_realtime(self, retry: bool = False) -> None:
+        """SCHED_RR for the loop's thread, with ``[daemon] realtime_priority`` (vipd.sched)."""
+        priority = self.config.realtime_priority
+        if not priority:
+            return
+        if not retry:
+            try:
+                soft, hard = limit_realtime_run(*REALTIME_RUN)
+            except OSError as exc:  # a seccomp filter: systemd's LimitRTTIME= still applies
+                soft, hard = realtime_run_limit()
+                log.warning("realtime-limit-refused", error=str(exc))
+            signal.signal(signal.SIGXCPU, self._on_realtime_overrun)
+            log.info("realtime", policy="rr", priority=priority, rttime=[soft, hard])
+        try:
+            request_realtime(priority)
+        except OSError as exc:
+            log.warning(
+                "realtime-refused",
+                priority=priority,
+                error=str(exc),
+                hint="needs CAP_SYS_NICE or RLIMIT_RTPRIO >= priority (docs/systemd.md)",
+            )
+            return
+        self.realtime = True
+
+    def _on_realtime_overrun(self, signum: int, frame: object) -> None:
+        """SIGXCPU: the loop ran REALTIME_RUN[0] s without blocking under SCHED_RR. Runs in the
+        main thread between two bytecodes, so also while the loop is busy."""
+        with contextlib.suppress(OSError):
+            request_slice(SCHED_SLICE)
+        self.realtime = False
+        self.realtime_drops += 1
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._realtime_dropped)
+
+    def _realtime_dropped(self) -> None:
+        log.warning("realtime-dropped", drops=self.realtime_drops, retry_in=REALTIME_RETRY)
+        assert self._loop is not None
+        self._loop.call_later(REALTIME_RETRY, self._go_realtime, True)
 
     def _create_instance(self, cfg: InstanceConfig) -> InstanceRuntime:
         """Resolve the instance's interface and sockets; it starts in INITIALIZE."""
@@ -1128,7 +1182,14 @@ class Daemon:
             raise ControlError(
                 f"{len(exc.issues)} error(s) in the new config; still running the old one:\n{exc}"
             ) from None
-        fixed = ("node_name", "control_socket", "control_group", "metrics_listen", "witness")
+        fixed = (
+            "node_name",
+            "control_socket",
+            "control_group",
+            "metrics_listen",
+            "witness",
+            "realtime_priority",
+        )
         needs_restart = [k for k in fixed if getattr(new, k) != getattr(self.config, k)]
         if needs_restart:
             log.error("reload-refused", needs_restart=needs_restart)
@@ -1259,6 +1320,11 @@ class Daemon:
             "node": self.config.node_name,
             "uptime": round(boottime() - self.started, 3),
             "drops": dict(self.drops),
+            "scheduler": {
+                "realtime": self.realtime,
+                "priority": self.config.realtime_priority,
+                "realtime_drops": self.realtime_drops,
+            },
             "witness": None
             if self.witness is None
             else {"backend": self.witness.name, "counters": dict(self.witness.counters)},

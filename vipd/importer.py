@@ -793,6 +793,7 @@ class _Globals:
     version_from: Statement | None = None
     garp: dict[str, tuple[float, Statement]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    realtime: tuple[int, Statement] | None = None
 
 
 @dataclass
@@ -1020,6 +1021,15 @@ class _Converter:
             elif kw == "vrrp_down_timer_adverts":
                 if _int(st, 1, 100) != 3:
                     self.report(st, "vipd uses the RFC's 3 advert intervals (plus skew)")
+            elif kw == "vrrp_rt_priority":
+                g.realtime = (_int(st, 1, 99), st)
+            elif kw == "vrrp_rlimit_rttime":
+                _int(st, 1, 2**31)
+                g.notes.append(
+                    f"vrrp_rlimit_rttime ({_where(st)}): vipd sets RLIMIT_RTTIME itself "
+                    "(0.5 s soft, 2 s hard) and at the soft limit drops back to the fair "
+                    "scheduler for a while instead of being killed."
+                )
             elif kw in _GLOBAL_REASONS:
                 self.report(st, _GLOBAL_REASONS[kw])
             else:
@@ -1995,6 +2005,9 @@ class _Converter:
             out += _key_lines("node_name", g.node_name, f"router_id ({_where(g.node_name_from)})")
         else:
             out.append("# no router_id: node_name defaults to the host name (as router_id does)")
+        if g.realtime is not None:
+            priority, st = g.realtime
+            out += _key_lines("realtime_priority", priority, f"vrrp_rt_priority ({_where(st)})")
         for inst in self.instances:
             out += ["", "[[instance]]"]
             out += _comment_lines(f"vrrp_instance {inst.st.args[0]} ({_where(inst.st)})")

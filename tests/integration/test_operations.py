@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from vipd.cli import _status_table
 from vipd.control import request, stream
 from vipd.lab.pair import Pair, wait_until
 
@@ -280,3 +281,37 @@ def test_control_socket_bad_input_and_permissions(make_pair: PairFactory) -> Non
     )
     assert other.returncode != 0 and "Permission denied" in other.stderr
     assert request(path, "status")["ok"]  # and the daemon keeps running
+
+
+def test_realtime_priority_runs_the_loop_sched_rr_and_drops_back_on_sigxcpu(
+    make_pair: PairFactory,
+) -> None:
+    """``realtime_priority``: the event loop's thread runs SCHED_RR once the daemon is up, its
+    children (the VIP guard) do not; SIGXCPU (the kernel's RLIMIT_RTTIME warning) drops it to
+    SCHED_OTHER, and it asks again after REALTIME_RETRY. The overrun itself: test_sched.py."""
+    pair = make_pair(advert_interval=INTERVAL)
+    node = pair.nodes["n1"]
+    pair.write_config(node, daemon={"realtime_priority": 1})
+    pair.start("n1")
+    wait_until(lambda: pair.holders() == ["n1"], 15)
+    assert node.proc is not None
+    pid = node.proc.pid
+    rr = os.SCHED_RR | 0x40000000  # with SCHED_RESET_ON_FORK
+    wait_until(lambda: node.status()["scheduler"]["realtime"], 10, what="SCHED_RR")
+    assert os.sched_getscheduler(pid) == rr
+    assert os.sched_getparam(pid).sched_priority == 1
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        [guard] = map(int, f.read().split())
+    assert os.sched_getscheduler(guard) == os.SCHED_OTHER
+    assert '"event": "realtime"' in node.log()
+    assert _status_table(node.status()).endswith(", SCHED_RR 1")
+
+    os.kill(pid, signal.SIGXCPU)
+    wait_until(lambda: node.status()["scheduler"]["realtime_drops"] == 1, 5, what="the drop")
+    assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    assert not node.status()["scheduler"]["realtime"]
+    assert "realtime-dropped" in node.log()
+    assert _status_table(node.status()).endswith(", NOT realtime (dropped 1 times)")
+    assert node.instance()["state"] == "master"  # nothing else changed
+    wait_until(lambda: os.sched_getscheduler(pid) == rr, 15, what="SCHED_RR again")
+    assert node.status()["scheduler"] == {"realtime": True, "priority": 1, "realtime_drops": 1}

@@ -215,6 +215,7 @@ def test_example_reference_documents_every_key() -> None:
         "log_format",
         "log_level",
         "metrics_listen",
+        "realtime_priority",
         "backend",
         "address",
         "endpoints",
@@ -421,6 +422,8 @@ DAEMON_CASES = [
     ('node_name = "lb 1"', "daemon.node_name", "without spaces"),
     ('control_socket = "vipd.sock"', "daemon.control_socket", "absolute path"),
     (f'control_socket = "/{"x" * 107}"', "daemon.control_socket", "at most 107 bytes"),
+    ("realtime_priority = 100", "daemon.realtime_priority", "must be an integer 0..99, got 100"),
+    ('realtime_priority = "rr"', "daemon.realtime_priority", 'got "rr"'),
     (
         'log_levl = "info"',
         "daemon.log_levl",

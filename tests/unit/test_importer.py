@@ -329,6 +329,21 @@ def test_gratuitous_arp_settings_map_to_announce_keys() -> None:
     assert not {"announce_count", "announce_spacing", "announce_refresh"} & set(inst)
 
 
+def test_realtime_scheduling_maps_to_realtime_priority() -> None:
+    import tomllib
+
+    result = convert(
+        minimal("", globals_="vrrp_version 3\n    vrrp_rt_priority 5\n    vrrp_rlimit_rttime 10000")
+    )
+    assert result.complete, reasons(result)
+    assert tomllib.loads(result.toml)["daemon"]["realtime_priority"] == 5
+    assert "vrrp_rt_priority (k.conf:3)" in result.toml
+    assert "vrrp_rlimit_rttime (k.conf:4): vipd sets RLIMIT_RTTIME itself" in result.toml
+    assert "realtime_priority" not in convert(minimal("")).toml
+    with pytest.raises(KeepalivedParseError, match=r"k\.conf:3: vrrp_rt_priority: must be an"):
+        convert(minimal("", globals_="vrrp_version 3\n    vrrp_rt_priority 0"))
+
+
 def test_garp_repeat_cannot_be_expressed() -> None:
     result = convert(minimal("garp_master_repeat 1\ngarp_master_refresh_repeat 1"))
     assert [line for line, _ in reasons(result)] == [6]  # refresh_repeat 1 is vipd's way
