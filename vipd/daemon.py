@@ -318,7 +318,8 @@ class Daemon:
                 soft, hard = realtime_run_limit()
                 log.warning("realtime-limit-refused", error=str(exc))
             signal.signal(signal.SIGXCPU, self._on_realtime_overrun)
-            log.info("realtime", policy="rr", priority=priority, rttime=[soft, hard])
+            rttime = [None if math.isinf(x) else x for x in (soft, hard)]  # None: no limit
+            log.info("realtime", policy="rr", priority=priority, rttime=rttime)
         try:
             request_realtime(priority)
         except OSError as exc:
