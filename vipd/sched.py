@@ -65,9 +65,9 @@ def _setattr(policy: int, priority: int, runtime: float, flags: int = 0) -> None
 
 
 def request_slice(seconds: float) -> None:
-    """SCHED_OTHER with a ``seconds`` slice for the calling thread, keeping its nice value (and
-    leaving a realtime policy it had). OSError if the kernel refuses or the architecture is not
-    known here."""
+    """SCHED_OTHER with a ``seconds`` slice for the calling thread, keeping its nice value (a
+    realtime policy it had ends). OSError if the kernel refuses or the architecture is not known
+    here."""
     _setattr(_SCHED_OTHER, 0, seconds)
 
 

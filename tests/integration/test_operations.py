@@ -315,3 +315,6 @@ def test_realtime_priority_runs_the_loop_sched_rr_and_drops_back_on_sigxcpu(
     assert node.instance()["state"] == "master"  # nothing else changed
     wait_until(lambda: os.sched_getscheduler(pid) == rr, 15, what="SCHED_RR again")
     assert node.status()["scheduler"] == {"realtime": True, "priority": 1, "realtime_drops": 1}
+    pair.write_config(node, daemon={"realtime_priority": 2})
+    refused = vipctl(pair, "n1", "reload")
+    assert refused.returncode == 1 and "realtime_priority needs a restart" in refused.stderr
