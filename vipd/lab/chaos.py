@@ -414,6 +414,10 @@ class SampleLog:
 # --------------------------------------------------------------------------- the checker
 
 
+#: For each node, each change its sampler reported (by time): the span it happened in.
+Spans = Mapping[str, Mapping[float, tuple[float, float]]]
+
+
 def _value_at(series: Sequence[tuple[float, Any]], t: float, default: Any = None) -> Any:
     i = bisect.bisect_right([s[0] for s in series], t) - 1
     return series[i][1] if i >= 0 else default
@@ -452,8 +456,7 @@ def evaluate(
     faults: Sequence[str] = (),
     tolerance: float = 0.1,
     stalls: Sequence[tuple[float, float, float]] = (),  # (start, length, steal), seconds
-    spans: Mapping[str, Mapping[float, tuple[float, float]]]
-    | None = None,  # node -> SampleLog.spans()
+    spans: Spans | None = None,  # node -> SampleLog.spans()
 ) -> ChaosReport:
     """Judge one run. Pure: everything comes in as time series (time.monotonic() stamps)."""
     violations: list[str] = []
@@ -594,9 +597,7 @@ def evaluate(
     )
 
 
-def _dual_bounds(
-    spans: Mapping[str, Mapping[float, tuple[float, float]]], start: float, stop: float
-) -> str:
+def _dual_bounds(spans: Spans, start: float, stop: float) -> str:
     """How long a two-holder window could have been, given when the samplers read the changes
     that opened and closed it (each happened within its span; a change of the runner's own
     record, a cut, is exact), as a note for its violation. Names a sampler whose reads around
@@ -612,8 +613,8 @@ def _dual_bounds(
 
     a_start, b_start, late_start = span_at(start)
     a_stop, b_stop, late_stop = span_at(stop)
-    if not spans or (a_start, b_start, a_stop, b_stop) == (start, start, stop, stop):
-        return ""
+    if (a_start, b_start, a_stop, b_stop) == (start, start, stop, stop):
+        return ""  # no sampler's change opened or closed it
     shortest, longest = max(0.0, a_stop - b_start), b_stop - a_start
     note = f"; the samples bound it to {shortest * 1000:.0f}-{longest * 1000:.0f} ms"
     late = late_start + late_stop
