@@ -296,7 +296,7 @@ def test_realtime_priority_runs_the_loop_sched_rr_and_drops_back_on_sigxcpu(
     wait_until(lambda: pair.holders() == ["n1"], 15)
     assert node.proc is not None
     pid = node.proc.pid
-    rr = os.SCHED_RR | 0x40000000  # with SCHED_RESET_ON_FORK
+    rr = os.SCHED_RR | os.SCHED_RESET_ON_FORK
     wait_until(lambda: node.status()["scheduler"]["realtime"], 10, what="SCHED_RR")
     assert os.sched_getscheduler(pid) == rr
     assert os.sched_getparam(pid).sched_priority == 1

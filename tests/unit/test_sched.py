@@ -38,9 +38,6 @@ def test_request_slice_sets_the_calling_threads_slice_only() -> None:
     assert _slice_ns() == before  # only the thread that asked
 
 
-SCHED_RESET_ON_FORK = 0x40000000  # in sched_getscheduler's answer
-
-
 def _run(code: str) -> subprocess.CompletedProcess[str]:
     """``code`` in a fresh interpreter, so that the policy and limits it sets die with it."""
     return subprocess.run(
@@ -72,7 +69,7 @@ def test_request_realtime_is_the_threads_alone_and_not_inherited() -> None:
         pytest.skip("no CAP_SYS_NICE or RLIMIT_RTPRIO here")
     assert proc.returncode == 0, proc.stderr
     policy, priority, thread, child = map(int, proc.stdout.split())
-    assert policy == os.SCHED_RR | SCHED_RESET_ON_FORK and priority == 1
+    assert policy == os.SCHED_RR | os.SCHED_RESET_ON_FORK and priority == 1
     assert thread == child == os.SCHED_OTHER  # hooks, checks, netlink threads
 
 

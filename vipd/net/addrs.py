@@ -501,7 +501,8 @@ class AddressManager:
         FAILED), so only entries INCOMPLETE for longer than a LAN round trip go: a resolution
         under way stays, and so do resolved, externally learned and managed entries.
         """
-        return self._run(self._flush_unresolved_neighbours, tuple(ifnames), min_age)
+        names = tuple(dict.fromkeys(ifnames))  # the VIP's interface is often the instance's
+        return self._run(self._flush_unresolved_neighbours, names, min_age)
 
     def _flush_unresolved_neighbours(self, ifnames: tuple[str, ...], min_age: float) -> int:
         indexes = {i for i in map(self._index, ifnames) if i is not None}
