@@ -253,6 +253,8 @@ class Daemon:
         self._group_state: dict[str, str | None] = {}
         self._group_hooks: dict[str, HookQueue] = {}
         self._background: set[asyncio.Task[None]] = set()  # closing trackers and hook queues
+        # Neighbour flushes asked for in this pass of the loop: interfaces -> the first asker.
+        self._flushes: dict[tuple[str, str], InstanceRuntime] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def run(self, shutdown: asyncio.Event | None = None) -> None:
@@ -1016,16 +1018,31 @@ class Daemon:
         """With each announcement a state change or a fault triggered: the VIPs' neighbours
         learn where the VIP is; our own entries for them that a carrier loss left unresolved
         would make our answers wait up to a second (AddressManager.flush_unresolved_neighbours).
-        Best effort: a failure is logged and counted, never in the way of the VRRP work."""
-        try:
-            flushed = self.addrs.flush_unresolved_neighbours((inst.vip_ifname, inst.cfg.interface))
-        except Exception as exc:  # an optional step: it must not stop the takeover
-            inst.counters["neighbour_errors"] += 1
-            log.warning("neighbour-flush-failed", instance=inst.cfg.name, error=str(exc))
-            return
-        if flushed:
-            inst.counters["neighbours_flushed"] += flushed
-            log.info("neighbours-flushed", instance=inst.cfg.name, count=flushed)
+
+        Each flush dumps the host's whole neighbour table, and the instances that change state
+        together announce together (a host's 100 instances take over in a few bursts), so
+        the asks of one pass of the loop share one flush per pair of interfaces, done once the
+        pass's callbacks have run: what the later askers would have flushed is the same."""
+        if not self._flushes and self._loop is not None:
+            self._loop.call_soon(self._flush_neighbours)
+        self._flushes.setdefault((inst.vip_ifname, inst.cfg.interface), inst)
+        if self._loop is None:
+            self._flush_neighbours()
+
+    def _flush_neighbours(self) -> None:
+        """Best effort: a failure is logged and counted (against the instance that asked
+        first), never in the way of the VRRP work."""
+        flushes, self._flushes = self._flushes, {}
+        for ifnames, inst in flushes.items():
+            try:
+                flushed = self.addrs.flush_unresolved_neighbours(ifnames)
+            except Exception as exc:  # an optional step: it must not stop the takeover
+                inst.counters["neighbour_errors"] += 1
+                log.warning("neighbour-flush-failed", instance=inst.cfg.name, error=str(exc))
+                continue
+            if flushed:
+                inst.counters["neighbours_flushed"] += flushed
+                log.info("neighbours-flushed", instance=inst.cfg.name, count=flushed)
 
     def _change_vips(self, inst: InstanceRuntime, add: bool, lifetime: float | None = None) -> None:
         for vip in inst.cfg.vips:
