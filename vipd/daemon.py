@@ -114,6 +114,11 @@ SCHED_SLICE = 0.001
 REALTIME_RUN = (0.5, 2.0)
 REALTIME_RETRY = 5.0
 
+#: At most one pass of neighbour flushes per this many seconds (_flush_unresolved_neighbours):
+#: under a CPU hog, with 1000 entries in the table, a takeover of 100 instances that flushed
+#: once per instance left the loop blocked for seconds (docs/chaos.md finding 10).
+NEIGHBOUR_FLUSH_SPACING = 1.0
+
 
 def boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
@@ -253,8 +258,10 @@ class Daemon:
         self._group_state: dict[str, str | None] = {}
         self._group_hooks: dict[str, HookQueue] = {}
         self._background: set[asyncio.Task[None]] = set()  # closing trackers and hook queues
-        # Neighbour flushes asked for in this pass of the loop: interfaces -> the first asker.
+        # Neighbour flushes asked for and not yet run: interfaces -> the first asker.
         self._flushes: dict[tuple[str, str], InstanceRuntime] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._flushed_at = -NEIGHBOUR_FLUSH_SPACING
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def run(self, shutdown: asyncio.Event | None = None) -> None:
@@ -706,6 +713,8 @@ class Daemon:
             sender.close()
         self._sockets.clear()
         self._senders.clear()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
         self.addrs.close()
         if self.guard is not None:  # it has nothing left to remove, unless a removal failed
             if self._loop is not None:
@@ -1019,20 +1028,28 @@ class Daemon:
         learn where the VIP is; our own entries for them that a carrier loss left unresolved
         would make our answers wait up to a second (AddressManager.flush_unresolved_neighbours).
 
-        Each flush dumps the host's whole neighbour table, and the instances that change state
-        together announce together (a host's 100 instances take over in a few bursts), so
-        the asks of one pass of the loop share one flush per pair of interfaces, done once the
-        pass's callbacks have run: what the later askers would have flushed is the same."""
-        if not self._flushes and self._loop is not None:
-            self._loop.call_soon(self._flush_neighbours)
+        Each flush dumps and parses the host's whole neighbour table while the loop waits, and
+        the instances that change state together announce together, three times over (a
+        host's 100 instances take over in five bursts). So the asks share flushes: one per
+        pair of interfaces once the pass's callbacks have run, and at most one pass of flushes
+        per NEIGHBOUR_FLUSH_SPACING (an ask meanwhile waits for the next). A flush removes
+        every stale entry on the interface, whichever instance asked."""
         self._flushes.setdefault((inst.vip_ifname, inst.cfg.interface), inst)
         if self._loop is None:
             self._flush_neighbours()
+        elif self._flush_handle is None:
+            wait = self._flushed_at + NEIGHBOUR_FLUSH_SPACING - boottime()
+            self._flush_handle = (
+                self._loop.call_later(wait, self._flush_neighbours)
+                if wait > 0
+                else self._loop.call_soon(self._flush_neighbours)
+            )
 
     def _flush_neighbours(self) -> None:
         """Best effort: a failure is logged and counted (against the instance that asked
         first), never in the way of the VRRP work."""
         flushes, self._flushes = self._flushes, {}
+        self._flush_handle, self._flushed_at = None, boottime()
         for ifnames, inst in flushes.items():
             try:
                 flushed = self.addrs.flush_unresolved_neighbours(ifnames)
