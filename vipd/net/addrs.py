@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 from vipd.announce.frames import format_mac, parse_mac, vmac_for
 from vipd.net.guard import VipGuard
+from vipd.net.neighbours import unresolved_neighbours
 from vipd.net.rtnl import IPRoute
 from vipd.net.rtnl import NetlinkError as _PyrNetlinkError
 
@@ -67,10 +68,6 @@ _IFA_F_NODAD = 0x02
 _IFA_F_DADFAILED = 0x08
 _IFA_F_TENTATIVE = 0x40
 # linux/neighbour.h
-_NUD_INCOMPLETE = 0x01
-_NTF_EXT_LEARNED = 0x10
-_NTF_EXT_MANAGED = 0x01  # in NDA_FLAGS_EXT
-_USER_HZ = os.sysconf("SC_CLK_TCK")  # the unit of NDA_CACHEINFO's ages
 _IN6_ADDR_GEN_MODE_NONE = 1
 _CLONE_NEWNET = 0x40000000
 _INFINITY_LIFE_TIME = 0xFFFFFFFF
@@ -509,27 +506,21 @@ class AddressManager:
         if not indexes:
             return 0
         where = f"{', '.join(ifnames)}{self._where()}"
-        dump = self._kernel(
-            f"list the neighbours on {where}", lambda: list(self._ipr.neigh("dump"))
-        )
+        try:
+            stale = unresolved_neighbours(indexes, min_age)
+        except OSError as exc:
+            raise NetlinkError(
+                f"list the neighbours on {where}: {exc.strerror}", exc.errno
+            ) from exc
         flushed, failed = 0, []
-        for msg in dump:
-            dst, info = _attr(msg, "NDA_DST"), _attr(msg, "NDA_CACHEINFO")
-            if (
-                msg["ifindex"] not in indexes
-                or not msg["state"] & _NUD_INCOMPLETE
-                or msg["flags"] & _NTF_EXT_LEARNED
-                or (_attr(msg, "NDA_FLAGS_EXT") or 0) & _NTF_EXT_MANAGED
-                or dst is None
-                or info is None
-                or info["ndm_updated"] / _USER_HZ < min_age
-            ):
-                continue
+        for entry in stale:
             try:
-                self._ipr.neigh("del", ifindex=msg["ifindex"], dst=dst, family=msg["family"])
+                self._ipr.neigh(
+                    "del", ifindex=entry.ifindex, dst=entry.address, family=entry.family
+                )
             except _PyrNetlinkError as exc:
                 if exc.code != errno.ENOENT:  # gone meanwhile: fine
-                    failed.append(f"{dst}: {exc.args[-1]}")
+                    failed.append(f"{entry.address}: {exc.args[-1]}")
             else:
                 flushed += 1
         if failed:
