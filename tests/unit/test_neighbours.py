@@ -54,6 +54,16 @@ def neigh(
 DONE = message(3, struct.pack("=i", 0))
 
 
+def bridge_fdb_entry() -> bytes:
+    """What an AF_UNSPEC dump also returns: a bridge's FDB entry (AF_BRIDGE; a VXLAN one names
+    its remote in NDA_DST), here with the INCOMPLETE bit set, so the family alone rules it
+    out."""
+    body = struct.pack("=BxxxiHBB", socket.AF_BRIDGE, 2, NUD_INCOMPLETE, 0, 0)
+    body += attr(2, bytes(6)) + attr(1, socket.inet_pton(socket.AF_INET, "192.0.2.99"))
+    body += attr(3, struct.pack("=IIII", 0, 0, 10 * USER_HZ, 1))
+    return message(28, body)
+
+
 def parse(data: bytes, indexes: tuple[int, ...] = (2,), min_age: float = 0.1) -> list[Neighbour]:
     out: list[Neighbour] = []
     assert parse_unresolved(data, SEQ, indexes, min_age, out)
@@ -78,6 +88,7 @@ def test_only_old_enough_incomplete_entries_on_the_interfaces_asked_for() -> Non
             neigh("192.0.2.81", flags=NTF_EXT_LEARNED),
             neigh("192.0.2.82", flags_ext=NTF_EXT_MANAGED),
             neigh("192.0.2.83", flags_ext=0),
+            bridge_fdb_entry(),
             DONE,
         ]
     )
@@ -110,6 +121,7 @@ def test_the_kernel_refusing_the_dump_is_an_oserror() -> None:
         neigh("192.0.2.77")[:-3],  # the message runs past the datagram
         struct.pack("=IHHII", 8, 28, 2, SEQ, 0),  # shorter than its own header
         message(28, struct.pack("=BxxxiHBB", 2, 2, NUD_INCOMPLETE, 0, 1) + b"\x40\x00\x01\x00"),
+        message(2, b"\xff\xff"),  # an error shorter than its errno
     ],
 )
 def test_a_message_that_does_not_parse_is_a_valueerror(data: bytes) -> None:

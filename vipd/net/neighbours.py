@@ -29,6 +29,7 @@ _RTM_NEWNEIGH, _RTM_GETNEIGH = 28, 30
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _NDA_DST, _NDA_CACHEINFO, _NDA_FLAGS_EXT = 1, 3, 15
+_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
 
 NUD_INCOMPLETE = 0x01
 NTF_EXT_LEARNED = 0x10
@@ -70,6 +71,8 @@ def parse_unresolved(
         if kind == _NLMSG_DONE:
             return True
         if kind == _NLMSG_ERROR:
+            if end - body < _NLMSGERR.size:
+                raise ValueError(f"truncated netlink error at byte {body}")
             code = -_NLMSGERR.unpack_from(data, body)[0]
             if code:
                 raise OSError(code, f"neighbour dump: {os.strerror(code)}")
@@ -77,7 +80,12 @@ def parse_unresolved(
         if kind != _RTM_NEWNEIGH or end - body < _NDMSG.size:
             continue
         family, ifindex, state, flags, _ = _NDMSG.unpack_from(data, body)
-        if ifindex not in indexes or not state & NUD_INCOMPLETE or flags & NTF_EXT_LEARNED:
+        if (
+            family not in _FAMILIES  # an unspecified dump has the bridges' FDB entries too
+            or ifindex not in indexes
+            or not state & NUD_INCOMPLETE
+            or flags & NTF_EXT_LEARNED
+        ):
             continue
         entry = _unresolved(data, body + _NDMSG.size, end, family, ifindex, min_age)
         if entry is not None:
