@@ -262,6 +262,8 @@ class Daemon:
         self._flushes: dict[tuple[str, str], InstanceRuntime] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._flushed_at = -NEIGHBOUR_FLUSH_SPACING
+        self._ready = False  # READY=1 sent: systemd's status line follows the states from then
+        self._status_handle: asyncio.Handle | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def run(self, shutdown: asyncio.Event | None = None) -> None:
@@ -302,7 +304,8 @@ class Daemon:
             self._go_realtime()  # after the start-up, which may run long without blocking
             # Sockets are bound and every instance knows its state: tell systemd.
             sdnotify.ready()
-            sdnotify.status(self._summary())
+            self._ready = True
+            self._notify_status()
             watchdog = self._loop.create_task(sdnotify.watchdog_loop())
             await shutdown.wait()
         finally:
@@ -701,6 +704,9 @@ class Daemon:
         )
 
     def _teardown(self) -> None:
+        self._ready = False
+        if self._status_handle is not None:
+            self._status_handle.cancel()
         for inst in list(self.instances.values()):
             self._stop_instance(inst)
         if self._control is not None:
@@ -1022,6 +1028,7 @@ class Daemon:
                 log.info("transition", **fields)
                 self._publish("transition", **fields)
                 self._on_state_changed(inst, action)
+                self._status_changed()
 
     def _flush_unresolved_neighbours(self, inst: InstanceRuntime) -> None:
         """With each announcement a state change or a fault triggered: the VIPs' neighbours
@@ -1207,7 +1214,7 @@ class Daemon:
                 return self._reload()
             finally:
                 sdnotify.ready()
-                sdnotify.status(self._summary())
+                self._notify_status()
 
     def _reload(self) -> dict[str, list[str]]:
         try:
@@ -1345,9 +1352,22 @@ class Daemon:
         finally:
             self._subscribers.discard(queue)
 
+    def _status_changed(self) -> None:
+        """systemd's status line (``systemctl status vipd``) follows the instances' states: one
+        update per pass of the loop, however many instances changed state in it."""
+        if self._ready and self._loop is not None and self._status_handle is None:
+            self._status_handle = self._loop.call_soon(self._notify_status)
+
+    def _notify_status(self) -> None:
+        self._status_handle = None
+        sdnotify.status(self._summary())
+
     def _summary(self) -> str:
-        states = ", ".join(f"{n}={i.machine.state.value}" for n, i in self.instances.items())
-        return f"{self.config.node_name}: {states}"
+        """How many instances are in each state: one short line also for 255 instances
+        (``vipctl status`` has them one by one)."""
+        counts = Counter(i.machine.state.value for i in self.instances.values())
+        states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        return f"{self.config.node_name}: {states or 'no instances'}"
 
     # ---- status --------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
