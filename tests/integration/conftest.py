@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import in_ci
+from vipd.lab.containers import Podman, containers_problem
 from vipd.lab.netns import Lab
 from vipd.lab.pair import Pair, logs
 
@@ -44,3 +48,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# ---- containers (test_containers.py, test_systemd.py) -----------------------------------------
+def require_containers() -> None:
+    problem = containers_problem()
+    if problem is None:
+        return
+    if in_ci():
+        pytest.fail(f"{problem} (CI is set, so this is an error, not a skip)", pytrace=False)
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def podman() -> Podman:
+    require_containers()
+    return Podman()
+
+
+@pytest.fixture(scope="session")
+def vipd_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The project's image, built on a throw-away debootstrap base (or VIPD_TEST_BASE_IMAGE),
+    once per session; both are removed at the end."""
+    token = secrets.token_hex(4)
+    base = os.environ.get("VIPD_TEST_BASE_IMAGE")
+    own_base = base is None
+    image = f"localhost/vipd-test-{token}:latest"
+    try:
+        if base is None:
+            base = podman.build_base(
+                f"localhost/vipd-test-base-{token}:bookworm",
+                workdir=tmp_path_factory.mktemp("base"),
+            )
+        elif not podman.image_exists(base):
+            pytest.fail(f"VIPD_TEST_BASE_IMAGE={base} does not exist", pytrace=False)
+        podman.build(image, base=base)
+        yield image
+    finally:
+        podman.remove_image(image)
+        if own_base and base is not None:
+            podman.remove_image(base)

@@ -14,7 +14,6 @@ image is left alone.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import in_ci
-from vipd.lab.containers import IMAGE_UID, Container, Podman, containers_problem
+from vipd.lab.containers import IMAGE_UID, Container, Podman
 from vipd.lab.netns import Lab
 from vipd.lab.pair import WITNESS_PORT, WITNESS_V4, Node, Pair, logs, wait_until
 
@@ -31,44 +29,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.containers, pytest.mark.timeout(120
 
 ADVERT_INTERVAL = 0.5
 CAP_NET_ADMIN_RAW = 0x3000  # bits 12 and 13
-
-
-def require_containers() -> None:
-    problem = containers_problem()
-    if problem is None:
-        return
-    if in_ci():
-        pytest.fail(f"{problem} (CI is set, so this is an error, not a skip)", pytrace=False)
-    pytest.skip(problem)
-
-
-@pytest.fixture(scope="session")
-def podman() -> Podman:
-    require_containers()
-    return Podman()
-
-
-@pytest.fixture(scope="session")
-def vipd_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The project's image, built on a throw-away debootstrap base (or VIPD_TEST_BASE_IMAGE)."""
-    token = secrets.token_hex(4)
-    base = os.environ.get("VIPD_TEST_BASE_IMAGE")
-    own_base = base is None
-    image = f"localhost/vipd-test-{token}:latest"
-    try:
-        if base is None:
-            base = podman.build_base(
-                f"localhost/vipd-test-base-{token}:bookworm",
-                workdir=tmp_path_factory.mktemp("base"),
-            )
-        elif not podman.image_exists(base):
-            pytest.fail(f"VIPD_TEST_BASE_IMAGE={base} does not exist", pytrace=False)
-        podman.build(image, base=base)
-        yield image
-    finally:
-        podman.remove_image(image)
-        if own_base and base is not None:
-            podman.remove_image(base)
 
 
 class ContainerPair:

@@ -35,8 +35,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: What the Dockerfile needs from a base: python3 with venv; iproute2 for poking around.
-BASE_PACKAGES = ("python3", "python3-venv", "iproute2")
+#: What the Dockerfile needs from a base: python3 with venv; iproute2 for poking around;
+#: systemd to run the shipped units under a real one (tests/integration/test_systemd.py).
+BASE_PACKAGES = ("python3", "python3-venv", "iproute2", "systemd")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: uid and gid of the image's ``vipd`` user (fixed in the Dockerfile): a directory bind-mounted
 #: at /run/vipd must be writable by it.
@@ -157,16 +158,22 @@ class Podman:
         command: Sequence[str] = (),
         host: Host | None = None,
         volumes: Iterable[tuple[str | Path, str | Path, str]] = (),
-        caps: Iterable[str] = ("NET_ADMIN", "NET_RAW"),
+        caps: Iterable[str] | None = ("NET_ADMIN", "NET_RAW"),
         extra: Sequence[str] = (),
     ) -> Container:
         """Start a detached container; in ``host``'s network namespace when given.
 
-        Every capability is dropped but ``caps``. ``volumes`` are (source, target, options).
+        Every capability is dropped but ``caps``; ``caps=None`` runs it ``--privileged``
+        instead (an init system that sandboxes its own services). ``volumes`` are (source,
+        target, options).
         """
-        args = ["run", "-d", "--name", name, *self.LIMITS, "--cap-drop", "ALL"]
-        for cap in caps:
-            args += ["--cap-add", cap]
+        args = ["run", "-d", "--name", name, *self.LIMITS]
+        if caps is None:
+            args.append("--privileged")
+        else:
+            args += ["--cap-drop", "ALL"]
+            for cap in caps:
+                args += ["--cap-add", cap]
         if host is not None:
             args += ["--network", f"ns:/run/netns/{host.ns}"]
         for src, dst, opts in volumes:
