@@ -12,14 +12,14 @@ sandbox of each service itself) and uses the image built for test_containers.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vipd.lab.containers import REPO_ROOT, Container, Podman
-from vipd.lab.netns import Host, Lab
+from vipd.lab.netns import Host
 from vipd.lab.pair import Node, Pair, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.containers, pytest.mark.timeout(1200)]
@@ -49,9 +49,13 @@ class SystemdHost:
                 "--no-healthcheck",
             ],
         )
-        wait_until(self._booted, 60, what=f"systemd in {name} to finish booting")
-        for tool in ("vipd", "vipctl"):
-            self.exec("ln", "-sf", f"/opt/vipd/venv/bin/{tool}", f"/usr/local/bin/{tool}")
+        try:
+            wait_until(self._booted, 60, what=f"systemd in {name} to finish booting")
+            for tool in ("vipd", "vipctl"):
+                self.exec("ln", "-sf", f"/opt/vipd/venv/bin/{tool}", f"/usr/local/bin/{tool}")
+        except BaseException:
+            self.close()
+            raise
 
     def _booted(self) -> bool:
         state = self.exec("systemctl", "is-system-running", check=False)[1].strip()
@@ -90,27 +94,24 @@ class SystemdHost:
 
 
 @pytest.fixture
-def lab_pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
-    with Lab() as lab:
-        pair = Pair(lab, workdir=tmp_path, advert_interval=ADVERT_INTERVAL)
-        try:
-            yield pair
-        finally:
-            pair.close()
+def boot(
+    podman: Podman, vipd_image: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[[Pair, str], SystemdHost]]:
+    """Boot a systemd container on one of a pair's lab hosts; removed after the test, its
+    journal printed when the test failed."""
+    booted: list[SystemdHost] = []
 
+    def factory(pair: Pair, host: str) -> SystemdHost:
+        name = f"vipd-{pair.lab.prefix}-{host}"
+        booted.append(SystemdHost(podman, vipd_image, name, pair.nodes[host].host))
+        return booted[-1]
 
-@pytest.fixture
-def systemd_n1(
-    podman: Podman, vipd_image: str, lab_pair: Pair, request: pytest.FixtureRequest
-) -> Iterator[SystemdHost]:
-    name = f"vipd-{lab_pair.lab.prefix}-n1"
-    host = SystemdHost(podman, vipd_image, name, lab_pair.nodes["n1"].host)
-    try:
-        yield host
-    finally:
-        report = getattr(request.node, "rep_call", None)
+    yield factory
+    report = getattr(request.node, "rep_call", None)
+    for host in booted:
         if report is not None and report.failed:
-            print(host.journal("vipd.service")[-6000:])
+            print(f"--- journal of {host.container.name} ---")
+            print(host.exec("journalctl", "--no-pager", "-o", "cat", check=False)[1][-8000:])
         host.close()
 
 
@@ -124,8 +125,11 @@ def install_config(systemd: SystemdHost, pair: Pair, node: Node, **overrides: An
     node.socket_path = systemd.root / SOCKET.lstrip("/")
 
 
-def test_vipd_service_under_systemd(lab_pair: Pair, systemd_n1: SystemdHost) -> None:
-    pair, sd = lab_pair, systemd_n1
+def test_vipd_service_under_systemd(
+    make_pair: Callable[..., Pair], boot: Callable[[Pair, str], SystemdHost]
+) -> None:
+    pair = make_pair(advert_interval=ADVERT_INTERVAL)
+    sd = boot(pair, "n1")
     n1, n2 = pair.nodes["n1"], pair.nodes["n2"]
     install_config(sd, pair, n1)
     sd.install(REPO_ROOT / "systemd" / "vipd.service", "/etc/systemd/system/vipd.service")
