@@ -33,14 +33,18 @@ def netns_problem() -> str | None:
     return None
 
 
-def require_netns() -> None:
-    """Skip the current test if netns tests cannot run here, or fail it under CI."""
-    problem = netns_problem()
+def skip_or_fail(problem: str | None) -> None:
+    """Skip the current test for ``problem`` (what this machine lacks), or fail it under CI."""
     if problem is None:
         return
     if in_ci():
         pytest.fail(f"{problem} (CI is set, so this is an error, not a skip)", pytrace=False)
     pytest.skip(problem)
+
+
+def require_netns() -> None:
+    """Skip the current test if netns tests cannot run here, or fail it under CI."""
+    skip_or_fail(netns_problem())
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import in_ci
+from tests.conftest import skip_or_fail
 from vipd.lab.containers import Podman, containers_problem
 from vipd.lab.netns import Lab
 from vipd.lab.pair import Pair, logs
@@ -51,18 +51,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 # ---- containers (test_containers.py, test_systemd.py) -----------------------------------------
-def require_containers() -> None:
-    problem = containers_problem()
-    if problem is None:
-        return
-    if in_ci():
-        pytest.fail(f"{problem} (CI is set, so this is an error, not a skip)", pytrace=False)
-    pytest.skip(problem)
-
-
 @pytest.fixture(scope="session")
 def podman() -> Podman:
-    require_containers()
+    skip_or_fail(containers_problem())
     return Podman()
 
 

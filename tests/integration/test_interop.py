@@ -40,14 +40,11 @@ INSTANCE = "VI_1"  # the vrrp_instance name, which the importer keeps
 
 @pytest.fixture(autouse=True)
 def _tools() -> None:
-    from tests.conftest import in_ci
+    from tests.conftest import skip_or_fail
 
     missing = [t for t in ("keepalived", "tshark") if shutil.which(t) is None]
     if missing:
-        message = f"interop tests need {', '.join(missing)} (scripts/install --test)"
-        if in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        skip_or_fail(f"interop tests need {', '.join(missing)} (scripts/install --test)")
 
 
 @pytest.fixture

@@ -51,7 +51,13 @@ from typing import Any, TypeVar
 from vipd.announce.frames import format_mac, parse_mac, vmac_for
 from vipd.net.guard import VipGuard
 from vipd.net.neighbours import unresolved_neighbours
-from vipd.net.rtaddr import RTM_DELADDR, RTM_NEWADDR, AddressSocket
+from vipd.net.rtaddr import (
+    INFINITY_LIFE_TIME,
+    RTM_DELADDR,
+    RTM_NEWADDR,
+    AddressSocket,
+    address_request,
+)
 from vipd.net.rtnl import IPRoute
 from vipd.net.rtnl import NetlinkError as _PyrNetlinkError
 
@@ -77,7 +83,6 @@ _IFA_F_TENTATIVE = 0x40
 # linux/neighbour.h
 _IN6_ADDR_GEN_MODE_NONE = 1
 _CLONE_NEWNET = 0x40000000
-_INFINITY_LIFE_TIME = 0xFFFFFFFF
 _IFNAMSIZ = 16
 
 _LINK_LOCAL_V6 = IPv6Interface("fe80::/10").network
@@ -211,10 +216,10 @@ def _iface_of(msg: Any) -> IPv4Interface | IPv6Interface:
 def _lifetime_seconds(lifetime: float | None) -> int:
     """Seconds for IFA_CACHEINFO: whole, >= 1, and below 0xffffffff ("forever")."""
     if lifetime is None:
-        return _INFINITY_LIFE_TIME
+        return INFINITY_LIFE_TIME
     if not math.isfinite(lifetime) or lifetime < 0:
         raise ValueError(f"lifetime must be a finite number of seconds >= 0, got {lifetime!r}")
-    return min(max(1, math.ceil(lifetime)), _INFINITY_LIFE_TIME - 1)
+    return min(max(1, math.ceil(lifetime)), INFINITY_LIFE_TIME - 1)
 
 
 class AddressManager:
@@ -467,7 +472,16 @@ class AddressManager:
             self._guard.hold(index, vip)
         try:
             self._addr_sock.request(
-                RTM_NEWADDR, index, vip, broadcast=broadcast, label=label, lifetime=lft, flags=flags
+                lambda seq: address_request(
+                    RTM_NEWADDR,
+                    seq,
+                    index,
+                    vip,
+                    broadcast=broadcast,
+                    label=label,
+                    lifetime=lft,
+                    flags=flags,
+                )
             )
         except OSError as exc:
             raise NetlinkError(
@@ -489,7 +503,7 @@ class AddressManager:
         if index is None:
             return False
         try:
-            self._addr_sock.request(RTM_DELADDR, index, vip)
+            self._addr_sock.request(lambda seq: address_request(RTM_DELADDR, seq, index, vip))
         except OSError as exc:
             if exc.errno not in (errno.EADDRNOTAVAIL, errno.ENODEV):
                 raise NetlinkError(

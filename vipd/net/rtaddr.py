@@ -18,6 +18,7 @@ import itertools
 import os
 import socket
 import struct
+from collections.abc import Callable
 from ipaddress import IPv4Interface, IPv6Interface
 
 _NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -105,24 +106,11 @@ class AddressSocket:
         self._sock.bind((0, 0))
         self._seq = itertools.count(1)
 
-    def request(
-        self,
-        kind: int,
-        index: int,
-        vip: IPv4Interface | IPv6Interface,
-        *,
-        broadcast: bool = False,
-        label: str | None = None,
-        lifetime: int = INFINITY_LIFE_TIME,
-        flags: int = 0,
-    ) -> None:
-        """Send one :func:`address_request` and wait for its answer; the kernel's refusal raises
-        OSError with its errno."""
+    def request(self, build: Callable[[int], bytes]) -> None:
+        """Send the request ``build(seq)`` makes (an :func:`address_request`) and wait for its
+        answer; the kernel's refusal raises OSError with its errno."""
         seq = next(self._seq)
-        message = address_request(
-            kind, seq, index, vip, broadcast=broadcast, label=label, lifetime=lifetime, flags=flags
-        )
-        self._sock.send(message)
+        self._sock.send(build(seq))
         while True:
             data = self._sock.recv(_RECV_SIZE)
             if not data:
