@@ -6,7 +6,7 @@ What systemd does here and nothing else can check: Type=notify start-up (READY=1
 watchdog pings, ExecReload through vipctl, the dynamic user with exactly the two ambient
 capabilities, the sandbox and syscall filter around a working daemon (the 1 ms scheduler slice
 must not be refused), and a clean stop. The container is privileged (systemd builds the
-sandbox of each service itself) and uses the image built for test_containers.py.
+sandbox of each service itself) and runs the image the container tests build (conftest.py).
 """
 
 from __future__ import annotations
