@@ -493,7 +493,8 @@ class Daemon:
             ttl=cfg.lease_ttl or machine.master_down_interval,
             renew_interval=interval,
             # Eight tries per interval: at 30 % loss each way, ~25 tries before the lease
-            # could run out, so loss alone does not cost the lease (fencing.md).
+            # could run out, so loss alone does not cost the lease (fencing.md). Fewer while
+            # the witness answers slower than that (LeaseClient.retry_after).
             retry_interval=max(0.01, min(interval / 8, 0.25)),
             policy=Policy(self.config.witness.policy),
         )

@@ -47,7 +47,8 @@ class LeaseParams:
     name: str
     ttl: float  # seconds asked for; defaults to the instance's Master_Down_Interval
     renew_interval: float  # seconds between renewals (the advert interval)
-    retry_interval: float  # resend an unanswered request after this long
+    retry_interval: float  # resend an unanswered request after this long, or longer while
+    # the witness answers slower than that (LeaseClient.retry_after)
     policy: Policy = Policy.HOLD_WITH_PEER
     rate_margin: float = 0.01  # how far our clock's rate may be off, as a fraction
     guard: float = 0.02  # seconds to take the VIP down before the deadline
@@ -107,6 +108,8 @@ class LeaseClient:
         self.lease_deadline = 0.0  # hold no longer than this on the witness's word
         self.peer_deadline = 0.0  # ... or than this on the peer's (hold-with-peer)
         self.last_rtt: float | None = None
+        self._srtt: float | None = None  # smoothed round-trip time to the witness
+        self._rttvar = 0.0  # and its mean deviation (RFC 6298)
         self._ids = itertools.count(1)
         self._outstanding: dict[int, tuple[Op, float]] = {}  # req_id -> (op, sent at)
         self._next_send: float | None = None  # acquire/renew (re)transmission
@@ -135,6 +138,21 @@ class LeaseClient:
         if self._release is not None:
             times.append(self._release[2])
         return min(times) if times else None
+
+    def retry_after(self) -> float:
+        """How long an answer may take before we ask again: ``retry_interval``, or, while the
+        witness answers slower than that, its smoothed round-trip time plus four deviations
+        (TCP's retransmission timeout, RFC 6298), at most a quarter of the TTL.
+
+        Every try is a request of its own, so every answer is one clean sample. An overloaded
+        witness that answered after more than ``retry_interval`` used to get every request
+        again and again (12.5 ms apart at advert 0.1 s), which overloaded it further: 50
+        fenced instances at 0.1 s kept losing their leases (docs/chaos.md finding 11). A lost
+        or dropped request gives no sample, so loss alone keeps the configured pace."""
+        floor = self.params.retry_interval
+        if self._srtt is None:
+            return floor
+        return min(max(floor, self._srtt + 4 * self._rttvar), max(floor, self.params.ttl / 4))
 
     def drain(self) -> list[LeaseEvent]:
         events, self._events = self._events, []
@@ -170,7 +188,12 @@ class LeaseClient:
                 self._start_release(reply.epoch, now)
             return False
         op, sent_at = sent
-        self.last_rtt = now - sent_at
+        self.last_rtt = rtt = now - sent_at
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar += (abs(self._srtt - rtt) - self._rttvar) / 4
+            self._srtt += (rtt - self._srtt) / 8
         if reply.result in (Result.GRANTED, Result.RENEWED):
             self._on_granted(reply, op, sent_at, now)
         elif reply.result is Result.REFUSED:
@@ -206,7 +229,7 @@ class LeaseClient:
         if self._release is not None and now >= self._release[2]:
             epoch, tries, _ = self._release
             self._emit_request(Op.RELEASE, now, epoch)
-            retry = now + self.params.retry_interval
+            retry = now + self.retry_after()
             self._release = (epoch, tries - 1, retry) if tries > 1 else None
 
     # ---- internals ---------------------------------------------------------------------------
@@ -253,14 +276,14 @@ class LeaseClient:
 
     def _send(self, op: Op, now: float) -> None:
         self._emit_request(op, now, self.epoch if op is Op.RENEW else 0)
-        self._next_send = now + self.params.retry_interval
+        self._next_send = now + self.retry_after()
 
     def _start_release(self, epoch: int, now: float) -> None:
         """Send a release now and twice more unless answered (nobody waits for it: it only
         spares the peer the rest of our TTL)."""
         self._released_epoch = max(self._released_epoch, epoch)
         self._emit_request(Op.RELEASE, now, epoch)
-        self._release = (epoch, 2, now + self.params.retry_interval)
+        self._release = (epoch, 2, now + self.retry_after())
 
     def _emit_request(self, op: Op, now: float, epoch: int) -> None:
         req_id = next(self._ids)

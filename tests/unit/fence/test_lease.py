@@ -153,3 +153,35 @@ def test_stale_and_unknown_replies_are_ignored() -> None:
     c = LeaseClient(P)
     assert not c.on_reply(Reply("web", 999, Result.RENEWED, 1, ttl=3.0), 0.0)
     assert c.state is LeaseState.IDLE
+
+
+
+def test_retries_slow_down_while_the_witness_answers_slowly() -> None:
+    """Every try is its own request, so every answer times the witness. At the configured pace
+    while it answers fast (or not at all: loss gives no sample), slower while it answers
+    slowly, at most a quarter of the TTL: an overloaded witness is not asked again and again."""
+    c = LeaseClient(P)
+    assert c.retry_after() == 0.25
+    c.acquire(0.0)
+    grant(c, sends(c)[0], 0.02)
+    assert c.retry_after() == 0.25  # 20 ms answers: the floor
+
+    def renew_answered_after(rtt: float, rounds: int, now: float) -> float:
+        for _ in range(rounds):
+            c.handle_timer(now)
+            (renew,) = sends(c)
+            grant(c, renew, now + rtt)
+            now += 1.0
+        return now
+
+    now = renew_answered_after(0.4, 30, 1.0)  # the witness now takes 0.4 s
+    assert 0.4 < c.retry_after() <= 0.75
+    c.handle_timer(now)
+    assert [r.op for r in sends(c)] == [Op.RENEW]
+    c.handle_timer(now + 0.3)  # before its answer could be in: not asked again yet
+    assert sends(c) == []
+    c.handle_timer(now + c.retry_after())
+    (renew,) = sends(c)
+    grant(c, renew, now + c.retry_after() + 0.01)
+    renew_answered_after(0.01, 40, now + 2.0)  # fast again: back to the floor
+    assert c.retry_after() == 0.25
