@@ -155,7 +155,6 @@ def test_stale_and_unknown_replies_are_ignored() -> None:
     assert c.state is LeaseState.IDLE
 
 
-
 def test_retries_slow_down_while_the_witness_answers_slowly() -> None:
     """Every try is its own request, so every answer times the witness. At the configured pace
     while it answers fast (or not at all: loss gives no sample), slower while it answers
