@@ -239,7 +239,14 @@ class LeaseClient:
     def _on_granted(self, reply: Reply, op: Op, sent_at: float, now: float) -> None:
         deadline = sent_at + reply.ttl * (1 - self.params.rate_margin) - self.params.guard
         if reply.epoch <= self._released_epoch:
-            return  # see _released_epoch; asking again gets a fresh epoch once it lapses
+            # See _released_epoch: we do not take it up again. The witness still counts us as
+            # its holder, so our release was lost (it was down, say), and each of our acquires
+            # extends it: it would never lapse, and the peer would be refused for as long as we
+            # asked (a 15 s outage in a chaos run, finding 12). Hand it back again; the next
+            # acquire gets a fresh epoch.
+            if self._release is None:
+                self._start_release(reply.epoch, now)
+            return
         if self.state is LeaseState.ACQUIRING:
             self.state = LeaseState.HELD
             self.epoch = reply.epoch

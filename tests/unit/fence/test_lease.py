@@ -133,6 +133,35 @@ def test_a_grant_after_cancelling_is_handed_back() -> None:
     assert c.state is LeaseState.IDLE
 
 
+def test_a_lease_whose_release_was_lost_is_handed_back_again_when_granted_anew() -> None:
+    """The lease ran out while the witness was down: our release (three tries) never reached
+    it, and it came back still counting us as the holder (restart grace). An acquire of ours
+    is then answered with that old epoch, which we do not take up; handing it back again lets
+    the next acquire get a fresh one. Without that, every acquire extended the old epoch and
+    the peer was refused for as long as we asked (chaos seed 3: 15 s without a holder)."""
+    c = LeaseClient(P)
+    c.acquire(0.0)
+    grant(c, sends(c)[0], 0.0)
+    c.drain()
+    t = 0.0
+    while c.state is LeaseState.HELD or c.get_timer() is not None:  # expiry, release tries
+        t = c.get_timer() or 0.0
+        c.handle_timer(t)
+    releases = [r for r in sends(c) if r.op is Op.RELEASE]
+    assert [r.epoch for r in releases] == [7, 7, 7]  # all lost
+    c.acquire(t + 1.0)  # our master-down timer: ask again
+    (acquire,) = sends(c)
+    grant(c, acquire, t + 1.01, epoch=7)  # the witness: still ours, extended
+    assert c.state is LeaseState.ACQUIRING
+    (release,) = sends(c)
+    assert (release.op, release.epoch) == (Op.RELEASE, 7)
+    c.on_reply(Reply("web", release.req_id, Result.RELEASED, 7), t + 1.02)
+    c.handle_timer(t + 1.0 + P.retry_interval)  # the acquire again: a fresh epoch this time
+    (again,) = [r for r in sends(c) if r.op is Op.ACQUIRE]
+    grant(c, again, t + 1.3, epoch=8)
+    assert c.state is LeaseState.HELD and c.epoch == 8
+
+
 def test_release_is_sent_three_times_unless_answered() -> None:
     c = LeaseClient(P)
     c.acquire(0.0)
