@@ -23,7 +23,6 @@ import argparse
 import os
 import shlex
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import med  # benchmarks/ is not a package
 
 from vipd.lab.netns import Lab
 from vipd.lab.pair import WITNESS_PORT, WITNESS_V4, Node, Pair, wait_until
@@ -128,10 +129,6 @@ def one_round(count: int, interval: float, seconds: float) -> Round:
             pair.close()
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
-
-
 def table(rounds: list[Round]) -> str:
     lines = [
         "| instances | rounds | CPU n1 (master) % | CPU n2 (backup) % | CPU witness % "
@@ -140,7 +137,7 @@ def table(rounds: list[Round]) -> str:
     ]
     for count in sorted({r.count for r in rounds}):
         rs = [r for r in rounds if r.count == count]
-        cpu = {k: spread([r.cpu[k] for r in rs]) for k in ("n1", "n2", "witness")}
+        cpu = {k: med([r.cpu[k] for r in rs], "{:.1f}") for k in ("n1", "n2", "witness")}
         lines.append(
             f"| {count} | {len(rs)} | {cpu['n1']} | {cpu['n2']} | {cpu['witness']} "
             f"| {min(r.held for r in rs)} of {count} | {sum(r.lost for r in rs)} "
