@@ -18,16 +18,21 @@ import struct
 from collections.abc import Collection
 from dataclasses import dataclass
 
-_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+from vipd.net.nlmsg import (
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGERR,
+    NLMSGHDR,
+    RTATTR,
+    U32,
+)
+
 _NDMSG = struct.Struct("=BxxxiHBB")  # family, (padding), ifindex, state, flags, type
-_RTATTR = struct.Struct("=HH")  # length, type
-_NLMSGERR = struct.Struct("=i")  # -errno, then the request's header
-_U32 = struct.Struct("=I")
 _CACHEINFO = struct.Struct("=IIII")  # confirmed, used, updated (USER_HZ ticks ago), refcnt
 
 _RTM_NEWNEIGH, _RTM_GETNEIGH = 28, 30
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _NDA_DST, _NDA_CACHEINFO, _NDA_FLAGS_EXT = 1, 3, 15
 _FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
 
@@ -48,8 +53,8 @@ class Neighbour:
 def dump_request(seq: int) -> bytes:
     """RTM_GETNEIGH, NLM_F_DUMP, both families."""
     body = _NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    flags = _NLM_F_REQUEST | _NLM_F_DUMP
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), _RTM_GETNEIGH, flags, seq, 0) + body
+    flags = NLM_F_REQUEST | NLM_F_DUMP
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), _RTM_GETNEIGH, flags, seq, 0) + body
 
 
 def parse_unresolved(
@@ -60,20 +65,20 @@ def parse_unresolved(
     managed by something else. True once the dump is complete. An error from the kernel
     raises OSError; a message that does not parse raises ValueError."""
     offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _, msg_seq, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _, msg_seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
             raise ValueError(f"truncated netlink message at byte {offset}")
-        body, end = offset + _NLMSGHDR.size, offset + length
+        body, end = offset + NLMSGHDR.size, offset + length
         offset += (length + 3) & ~3
         if msg_seq != seq:
             continue
-        if kind == _NLMSG_DONE:
+        if kind == NLMSG_DONE:
             return True
-        if kind == _NLMSG_ERROR:
-            if end - body < _NLMSGERR.size:
+        if kind == NLMSG_ERROR:
+            if end - body < NLMSGERR.size:
                 raise ValueError(f"truncated netlink error at byte {body}")
-            code = -_NLMSGERR.unpack_from(data, body)[0]
+            code = -NLMSGERR.unpack_from(data, body)[0]
             if code:
                 raise OSError(code, f"neighbour dump: {os.strerror(code)}")
             continue
@@ -97,11 +102,11 @@ def _unresolved(
     data: bytes, offset: int, end: int, family: int, ifindex: int, min_age: float
 ) -> Neighbour | None:
     dst = updated = None
-    while offset + _RTATTR.size <= end:
-        length, kind = _RTATTR.unpack_from(data, offset)
-        if length < _RTATTR.size or offset + length > end:
+    while offset + RTATTR.size <= end:
+        length, kind = RTATTR.unpack_from(data, offset)
+        if length < RTATTR.size or offset + length > end:
             raise ValueError(f"truncated neighbour attribute at byte {offset}")
-        value = data[offset + _RTATTR.size : offset + length]
+        value = data[offset + RTATTR.size : offset + length]
         offset += (length + 3) & ~3
         kind &= 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
         if kind == _NDA_DST:
@@ -110,8 +115,8 @@ def _unresolved(
             updated = _CACHEINFO.unpack_from(value)[2]
         elif (
             kind == _NDA_FLAGS_EXT
-            and len(value) >= _U32.size
-            and _U32.unpack_from(value)[0] & NTF_EXT_MANAGED
+            and len(value) >= U32.size
+            and U32.unpack_from(value)[0] & NTF_EXT_MANAGED
         ):
             return None
     if dst is None or updated is None or updated / USER_HZ < min_age:
