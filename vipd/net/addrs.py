@@ -274,10 +274,8 @@ class AddressManager:
     def _run_here(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` (no pyroute2 in it) on the calling thread when that is in the managed
         namespace, else on the worker."""
-        if self._netns is not None:
-            return self._run(fn, *args)
-        if self._closed:
-            raise ValueError("AddressManager is closed")
+        if self._netns is not None or self._closed:
+            return self._run(fn, *args)  # which also refuses a closed manager
         return fn(*args)
 
     def close(self) -> None:
