@@ -19,7 +19,7 @@ advert of the burst that gap came.
 ``--stop-backup`` SIGSTOPs the backup's processes for the measurement (nothing on the host
 wakes for the adverts then but the capture); ``--nice-observers`` runs the capture at nice 19;
 ``--pin`` puts the master on CPU 0 and the backup and the capture on CPU 1 (as if the backup
-were another host; the hog still runs on every CPU).
+were another host; one hog pinned to each CPU).
 """
 
 from __future__ import annotations
@@ -98,6 +98,11 @@ def threads_of(pids: Sequence[int]) -> list[int]:
     return [int(t) for p in pids for t in os.listdir(f"/proc/{p}/task")]
 
 
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
 @contextlib.contextmanager
 def stopped(pids: Sequence[int]) -> Iterator[None]:
     for p in pids:
@@ -120,7 +125,6 @@ class Report:
     adverts: int
     jitter: list[float]  # |interval - advert interval| per VRID, ms
     groups: int
-    bursts: int
     start: list[float]  # burst start lateness, ms
     gaps: list[float]  # longest gap inside each burst of 2 or more, ms
     after: collections.Counter[int]  # burst position the longest gap (> 1 ms) followed
@@ -137,7 +141,7 @@ def analyse(impl: str, seen: list[tuple[float, int]], interval: float) -> Report
     if abs(statistics.median(intervals) - interval) > 50e-6:
         # keepalived's adverts drift (its median interval is 100.2-100.4 ms at 0.1 s): their
         # phases do not stay put, so there are no burst groups to speak of.
-        return Report(impl, len(seen), jitter, 0, 0, [], [], collections.Counter())
+        return Report(impl, len(seen), jitter, 0, [], [], collections.Counter())
     period = interval
     phases: dict[int, list[float]] = collections.defaultdict(list)
     for ts, vrid in seen:
@@ -166,7 +170,7 @@ def analyse(impl: str, seen: list[tuple[float, int]], interval: float) -> Report
             gaps.append(longest)
             if longest > 1.0:
                 after[between.index(longest)] += 1
-    return Report(impl, len(seen), jitter, len(groups), len(bursts), start, gaps, after)
+    return Report(impl, len(seen), jitter, len(groups), start, gaps, after)
 
 
 def measure(impl: str, args: argparse.Namespace) -> Report:
@@ -179,10 +183,14 @@ def measure(impl: str, args: argparse.Namespace) -> Report:
         if args.pin:
             for tid in threads_of(n1.pids()):
                 os.sched_setaffinity(tid, {0})
-            for tid in threads_of([*n2.pids(), *observers, os.getpid()]):
+            for tid in threads_of([*n2.pids(), *observers]):
                 os.sched_setaffinity(tid, {1})
         frozen = n2.pids() if args.stop_backup else []
+        before = set(children(os.getpid()))
         with stopped(frozen), scale.cpu_hog(None if args.hog == "none" else args.hog):
+            if args.pin:  # and one hog on each CPU
+                for cpu, pid in enumerate(sorted(set(children(os.getpid())) - before)):
+                    os.sched_setaffinity(pid, {cpu % (os.cpu_count() or 1)})
             time.sleep(1.0)
             t0 = time.time()
             time.sleep(args.seconds)
