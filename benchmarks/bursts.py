@@ -137,6 +137,8 @@ def analyse(impl: str, seen: list[tuple[float, int]], interval: float) -> Report
         if vrid in last:
             intervals.append(ts - last[vrid])
         last[vrid] = ts
+    if not intervals:
+        raise RuntimeError(f"{impl}: no two adverts of one VRID captured on n1's eth0")
     jitter = [abs(i - interval) * 1e3 for i in intervals]
     if abs(statistics.median(intervals) - interval) > 50e-6:
         # keepalived's adverts drift (its median interval is 100.2-100.4 ms at 0.1 s): their
