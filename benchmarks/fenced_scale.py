@@ -20,12 +20,14 @@ renews its lease every advert interval and its VIPs' kernel lifetimes (fencing.m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +91,14 @@ def start_witness(pair: Pair, names: list[str]) -> Any:
     return proc
 
 
-def one_round(count: int, interval: float, seconds: float) -> Round:
+@contextlib.contextmanager
+def settled_pair(count: int, interval: float) -> Iterator[tuple[Pair, Any]]:
+    """A fresh lab with the fenced pair and its witness: n1 master of every instance, n2
+    started and 5 s settled. Yields the pair and the witness process."""
     extra = [
         {"name": f"vi{k}", "vrid": 100 + k, "vips": [f"198.51.100.{k}/24"]} for k in range(1, count)
     ]
-    with tempfile.TemporaryDirectory(prefix="fenced-scale-") as tmp, Lab() as lab:
+    with tempfile.TemporaryDirectory(prefix="fenced-") as tmp, Lab() as lab:
         pair = Pair(
             lab, workdir=Path(tmp), advert_interval=interval, witness="embedded", instances=extra
         )
@@ -113,20 +118,26 @@ def one_round(count: int, interval: float, seconds: float) -> Round:
             )
             pair.start("n2")
             time.sleep(5.0)
-            assert n1.proc is not None and pair.nodes["n2"].proc is not None
-            pids = {"n1": n1.proc.pid, "n2": pair.nodes["n2"].proc.pid, "witness": witness.pid}
-            before = {k: ticks(p) for k, p in pids.items()}
-            lost0, trans0 = totals(n1)
-            t0 = time.monotonic()
-            time.sleep(seconds)
-            elapsed = time.monotonic() - t0
-            after = {k: ticks(p) for k, p in pids.items()}
-            lost1, trans1 = totals(n1)
-            held = sum(1 for i in n1.status()["instances"] if i["state"] == "master")
-            cpu = {k: 100 * (after[k] - before[k]) / CLK_TCK / elapsed for k in pids}
-            return Round(count, cpu, held, lost1 - lost0, trans1 - trans0)
+            yield pair, witness
         finally:
             pair.close()
+
+
+def one_round(count: int, interval: float, seconds: float) -> Round:
+    with settled_pair(count, interval) as (pair, witness):
+        n1 = pair.nodes["n1"]
+        assert n1.proc is not None and pair.nodes["n2"].proc is not None
+        pids = {"n1": n1.proc.pid, "n2": pair.nodes["n2"].proc.pid, "witness": witness.pid}
+        before = {k: ticks(p) for k, p in pids.items()}
+        lost0, trans0 = totals(n1)
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        after = {k: ticks(p) for k, p in pids.items()}
+        lost1, trans1 = totals(n1)
+        held = sum(1 for i in n1.status()["instances"] if i["state"] == "master")
+        cpu = {k: 100 * (after[k] - before[k]) / CLK_TCK / elapsed for k in pids}
+        return Round(count, cpu, held, lost1 - lost0, trans1 - trans0)
 
 
 def table(rounds: list[Round]) -> str:

@@ -19,17 +19,13 @@ import json
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fenced_scale import start_witness  # benchmarks/ is not a package
-
-from vipd.lab.netns import Lab
-from vipd.lab.pair import Pair, wait_until
+from fenced_scale import settled_pair  # benchmarks/ is not a package
 
 
 def events(log: str, name: str, since: float) -> list[tuple[float, dict[str, object]]]:
@@ -49,47 +45,22 @@ def events(log: str, name: str, since: float) -> list[tuple[float, dict[str, obj
 
 
 def one_round(count: int, interval: float) -> tuple[list[float], list[float]]:
-    extra = [
-        {"name": f"vi{k}", "vrid": 100 + k, "vips": [f"198.51.100.{k}/24"]} for k in range(1, count)
-    ]
-    with tempfile.TemporaryDirectory(prefix="fenced-takeover-") as tmp, Lab() as lab:
-        pair = Pair(
-            lab, workdir=Path(tmp), advert_interval=interval, witness="embedded", instances=extra
-        )
-        try:
-            start_witness(pair, ["vip", *(e["name"] for e in extra)])
-            for node in pair.nodes.values():
-                pair.write_config(node)
-                text = node.config_path.read_text()  # the lab logs at debug
-                info = text.replace('log_level = "debug"', 'log_level = "info"')
-                node.config_path.write_text(info)
-            n1, n2 = pair.nodes["n1"], pair.nodes["n2"]
-            pair.start("n1")
-            wait_until(
-                lambda: all(i["state"] == "master" for i in n1.status()["instances"]),
-                60,
-                what=f"n1 to be master of {count}",
-            )
-            pair.start("n2")
-            time.sleep(5.0)
-            crash = time.time()
-            pair.crash("n1")
-            time.sleep(3.0 + count * 0.05)
-            if not all(i["state"] == "master" for i in n2.status()["instances"]):
-                raise RuntimeError(f"n2 is not master of all {count} instances")
-            promoted = [
-                ms
-                for ms, rec in events(n2.log(), "transition", crash)
-                if rec.get("new") == "master"
-            ]
-            granted = [
-                ms
-                for ms, rec in events(pair.witness_log(), "lease-granted", crash)
-                if str(rec.get("detail", "")).startswith("new epoch")
-            ]
-            return sorted(granted), sorted(promoted)
-        finally:
-            pair.close()
+    with settled_pair(count, interval) as (pair, _witness):
+        n2 = pair.nodes["n2"]
+        crash = time.time()
+        pair.crash("n1")
+        time.sleep(3.0 + count * 0.05)
+        if not all(i["state"] == "master" for i in n2.status()["instances"]):
+            raise RuntimeError(f"n2 is not master of all {count} instances")
+        promoted = [
+            ms for ms, rec in events(n2.log(), "transition", crash) if rec.get("new") == "master"
+        ]
+        granted = [
+            ms
+            for ms, rec in events(pair.witness_log(), "lease-granted", crash)
+            if str(rec.get("detail", "")).startswith("new epoch")
+        ]
+        return sorted(granted), sorted(promoted)
 
 
 def spread(values: list[float]) -> str:
