@@ -114,11 +114,6 @@ def stopped(pids: Sequence[int]) -> Iterator[None]:
             os.kill(p, signal.SIGCONT)
 
 
-def q(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
-
-
 @dataclass
 class Report:
     impl: str
@@ -150,7 +145,7 @@ def analyse(impl: str, seen: list[tuple[float, int]], interval: float) -> Report
         phases[vrid].append(ts % period)
     # A VRID's usual phase: its 1st percentile (a phase near the wrap would need care; the
     # senders here wake at fixed offsets well inside the period, and a late advert moves on).
-    usual = {vrid: q(p, 0.01) for vrid, p in phases.items()}
+    usual = {vrid: scale.pct(p, 0.01) for vrid, p in phases.items()}
     groups: list[list[int]] = []
     for vrid in sorted(usual, key=usual.__getitem__):
         if groups and usual[vrid] - usual[groups[-1][0]] < 0.001:
@@ -204,6 +199,10 @@ def measure(impl: str, args: argparse.Namespace) -> Report:
     return analyse(impl, seen, args.interval)
 
 
+def quantiles(values: Sequence[float], ps: Sequence[float]) -> str:
+    return " / ".join(f"{scale.pct(values, p):.2f}" for p in ps)
+
+
 def table(reports: list[Report]) -> str:
     rows = [
         "| impl | adverts | jitter p50 / p99 / max ms | burst groups | burst start late p50 / p90"
@@ -215,15 +214,15 @@ def table(reports: list[Report]) -> str:
         cells = [
             r.impl,
             str(r.adverts),
-            f"{q(r.jitter, 0.5):.2f} / {q(r.jitter, 0.99):.2f} / {max(r.jitter):.2f}",
+            f"{quantiles(r.jitter, (0.5, 0.99))} / {max(r.jitter):.2f}",
         ]
         if not r.groups:
             cells += ["drifting phases", "-", "-", "-", "-"]
         else:
             cells += [
                 str(r.groups),
-                " / ".join(f"{q(r.start, p):.2f}" for p in (0.5, 0.9, 0.99)),
-                " / ".join(f"{q(r.gaps, p):.2f}" for p in (0.5, 0.9, 0.99)) if r.gaps else "-",
+                quantiles(r.start, (0.5, 0.9, 0.99)),
+                quantiles(r.gaps, (0.5, 0.9, 0.99)) if r.gaps else "-",
                 f"{sum(r.after.values())} of {len(r.gaps)}",
                 str(r.after[0]),
             ]
