@@ -247,6 +247,39 @@ def test_restart_keeps_epochs_and_the_holder(
     assert witness.stop(signal.SIGINT) == 0
 
 
+def test_requests_that_queue_up_share_one_write_of_the_state(
+    witnesses: Callable[..., Witness], key_file: Path
+) -> None:
+    """Group commit: requests that wait in the socket while the witness is busy (here: stopped)
+    are answered as one batch, after one write of the state."""
+    names = [f"vi{i}" for i in range(20)]
+    witness = witnesses(leases=" ".join(names))
+    key = key_of(key_file)
+    before = witness.counters()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(WAIT)
+    sock.bind(("127.0.0.1", 0))
+    ts = time.time_ns()
+    witness.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i, name in enumerate(names):
+            request = Request(Op.ACQUIRE, name, i, TTL)
+            sock.sendto(encode_request(key, request, "lb1", ts + i), witness.address)
+    finally:
+        witness.proc.send_signal(signal.SIGCONT)
+    replies = [decode_reply(key, sock.recvfrom(2048)[0]).reply for _ in names]
+    assert {(r.lease, r.result, r.epoch) for r in replies} == {
+        (name, Result.GRANTED, 1) for name in names
+    }
+    after = witness.counters()
+    assert after["batches"] - before.get("batches", 0) == 1
+    assert after["state-writes"] - before["state-writes"] == 1
+    sock.close()
+    assert witness.stop() == 0
+    leases = json.loads(witness.state.read_text())["leases"]
+    assert {leases[name]["holder"] for name in names} == {"lb1"}
+
+
 # ---- bad input ------------------------------------------------------------------------------
 
 

@@ -238,6 +238,73 @@ def test_unknown_lease_is_an_error(clock: Clock, disk: Disk) -> None:
     assert disk.last["old"] == Record(4, "", 0.0)
 
 
+# ---- batches: one write for all their changes (group commit) ------------------------------
+
+
+def test_a_batch_of_grants_is_written_once_before_any_reply(clock: Clock, disk: Disk) -> None:
+    names = [f"l{i}" for i in range(50)]
+    table = make(clock, disk, names=" ".join(names))
+    writes = len(disk.writes)
+    outcomes = table.handle_batch(
+        (Request(Op.ACQUIRE, name, i, 3.0), "lb2") for i, name in enumerate(names)
+    )
+    assert [(o.reply.result, o.reply.epoch) for o in outcomes] == [(Result.GRANTED, 1)] * 50
+    assert len(disk.writes) == writes + 1
+    assert {disk.last[name] for name in names} == {Record(1, "lb2", 3.0)}
+
+
+def test_renewals_alone_are_not_written(clock: Clock, disk: Disk) -> None:
+    table = make(clock, disk, names="web db")
+    table.handle_batch((Request(Op.ACQUIRE, name, 1, 3.0), "lb1") for name in ("web", "db"))
+    writes = len(disk.writes)
+    outcomes = table.handle_batch(
+        (Request(Op.RENEW, name, 2, 3.0, epoch=1), "lb1") for name in ("web", "db")
+    )
+    assert [o.reply.result for o in outcomes] == [Result.RENEWED] * 2
+    assert len(disk.writes) == writes
+
+
+def test_a_batch_that_cannot_be_written_grants_nothing(clock: Clock, disk: Disk) -> None:
+    table = make(clock, disk, names="web db")
+    assert table.handle(Request(Op.ACQUIRE, "db", 1, 3.0), "lb1").reply.epoch == 1
+    disk.fail = True
+    outcomes = table.handle_batch(
+        [
+            (Request(Op.ACQUIRE, "web", 2, 3.0), "lb2"),  # a new holding: not durable
+            (Request(Op.ACQUIRE, "web", 3, 3.0), "lb2"),  # its retransmission: rests on it
+            (Request(Op.ACQUIRE, "web", 4, 3.0), "lb1"),  # refused (a refusal promises nothing)
+            (Request(Op.RENEW, "db", 5, 3.0, epoch=1), "lb1"),  # rests on nothing new
+        ]
+    )
+    results = [o.reply.result for o in outcomes]
+    assert results == [Result.ERROR, Result.ERROR, Result.REFUSED, Result.RENEWED]
+    assert [o.event for o in outcomes[:2]] == ["state-write-failed"] * 2
+    assert "No space left" in outcomes[0].detail
+    disk.fail = False
+    # Undone: web is free, and epoch 1 was never handed out.
+    granted = table.handle(Request(Op.ACQUIRE, "web", 6, 3.0), "lb1").reply
+    assert (granted.result, granted.epoch) == (Result.GRANTED, 1)
+    assert disk.last["web"] == Record(1, "lb1", 3.0)
+
+
+def test_a_release_stands_when_its_batch_cannot_be_written(clock: Clock, disk: Disk) -> None:
+    table = make(clock, disk)
+    ask(table, Op.ACQUIRE, "lb1")
+    disk.fail = True
+    outcomes = table.handle_batch(
+        [
+            (Request(Op.RELEASE, "web", 7, epoch=1), "lb1"),
+            (Request(Op.ACQUIRE, "web", 8, 3.0), "lb2"),
+        ]
+    )
+    assert [o.reply.result for o in outcomes] == [Result.RELEASED, Result.ERROR]
+    assert outcomes[0].event == "lease-released" and "No space left" in outcomes[0].detail
+    disk.fail = False
+    granted = ask(table, Op.ACQUIRE, "lb2")
+    assert (granted.result, granted.epoch) == (Result.GRANTED, 2)
+    assert disk.last["web"] == Record(2, "lb2", 3.0)
+
+
 # ---- persistence and restart ----------------------------------------------------------------
 
 
@@ -351,6 +418,22 @@ def test_server_answers_an_authenticated_request_echoing_node_id_and_ts(
     assert (wire.reply.result, wire.reply.epoch) == (Result.GRANTED, 1)
     assert server.counters["request.acquire"] == 1
     assert server.counters["reply.granted"] == 1
+
+
+def test_server_answers_a_batch_with_one_write(clock: Clock, disk: Disk) -> None:
+    table = make(clock, disk, names="a b c")
+    server = WitnessServer(KEY, table, ReplayGuard(), wall_ns=lambda: WALL, clock=clock)
+    writes = len(disk.writes)
+    datagrams = [
+        (encode_request(KEY, Request(Op.ACQUIRE, name, i, 3.0), "lb1", WALL + i), PEER)
+        for i, name in enumerate("abc")
+    ]
+    datagrams.insert(1, (b"garbage", PEER))
+    replies = server.handle_batch(datagrams)
+    assert [decode_reply(KEY, data).reply.lease for data, _ in replies] == ["a", "b", "c"]
+    assert len(disk.writes) == writes + 1
+    assert (server.counters["batches"], server.counters["reply.granted"]) == (1, 3)
+    assert server.counters["drop.bad-magic"] == 1
 
 
 def test_server_drops_and_counts_bad_datagrams(clock: Clock, disk: Disk) -> None:
