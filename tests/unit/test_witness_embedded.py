@@ -88,6 +88,35 @@ def test_only_verified_expected_replies_are_delivered() -> None:
     asyncio.run(scenario())
 
 
+def test_requests_of_different_leases_with_the_same_req_id_are_both_answered() -> None:
+    # Each lease's core numbers its own requests from 1: a mass takeover sends many "id 1"s.
+    async def scenario() -> None:
+        fake = await asyncio_dgram.bind(("127.0.0.1", 0))
+        backend = EmbeddedBackend(fake.sockname[:2], KEY, "lb1")
+        replies = Replies()
+        await backend.start(replies)
+        leases = [f"vi{i}" for i in range(5)]
+        for lease in leases:
+            backend.send(Request(Op.ACQUIRE, lease, 1, 3.0))
+        received = [await asyncio.wait_for(fake.recv(), WAIT) for _ in leases]
+        for data, client in received:
+            wire = decode_request(KEY, data)
+            granted = Reply(wire.request.lease, 1, Result.GRANTED, epoch=1, ttl=3.0)
+            await fake.send(encode_reply(KEY, granted, "lb1", wire.ts), client)
+
+        async def all_handled() -> None:
+            while len(replies.got) + backend.counters["drop.unexpected-reply"] < len(leases):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(all_handled(), WAIT)
+        assert sorted(r.lease for r in replies.got) == leases
+        assert backend.counters["drop.unexpected-reply"] == 0
+        await backend.close()
+        fake.close()
+
+    asyncio.run(scenario())
+
+
 def test_send_never_raises() -> None:
     async def scenario() -> None:
         backend = EmbeddedBackend(("127.0.0.1", 9), KEY, "lb1")

@@ -44,7 +44,7 @@ log = structlog.get_logger("vipd.witness.embedded")
 # One per process: every request this process sends gets a greater timestamp than the last.
 _TIMESTAMPS: Final = Timestamps()
 
-_MAX_PENDING: Final = 256  # requests waiting for a reply; the oldest are forgotten
+_MAX_PENDING: Final = 64  # requests per lease waiting for a reply; the oldest are forgotten
 _MAX_IN_FLIGHT: Final = 64  # sends handed to the loop and not yet done
 _REOPEN_INTERVAL: Final = 1.0  # seconds between attempts to open the socket
 _CONFIRM_FOR: Final = 1.0  # seconds after a verified reply that sends carry MSG_CONFIRM
@@ -66,7 +66,9 @@ class EmbeddedBackend:
         self._confirming: socket.socket | None = None  # the same socket, for MSG_CONFIRM sends
         self._confirm_until = 0.0  # time.monotonic() of the last verified reply + _CONFIRM_FOR
         self._peer: tuple[Any, ...] = ()  # the witness's resolved (host, port)
-        self._pending: OrderedDict[int, tuple[str, int]] = OrderedDict()  # req_id -> lease, ts
+        # Requests waiting for a reply: lease -> req_id -> ts. Each lease's core numbers its own
+        # requests, so a req_id alone does not name one (docs/chaos.md finding 13).
+        self._pending: dict[str, OrderedDict[int, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: asyncio.Task[None] | None = None
         self._log_limit = RateLimit()
@@ -99,10 +101,11 @@ class EmbeddedBackend:
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._pending[request.req_id] = (request.lease, ts)
-        self._pending.move_to_end(request.req_id)
-        while len(self._pending) > _MAX_PENDING:
-            self._pending.popitem(last=False)
+        waiting = self._pending.setdefault(request.lease, OrderedDict())
+        waiting[request.req_id] = ts
+        waiting.move_to_end(request.req_id)
+        while len(waiting) > _MAX_PENDING:
+            waiting.popitem(last=False)
 
     async def close(self) -> None:
         self._closed = True
@@ -199,10 +202,11 @@ class EmbeddedBackend:
         if wire.node != self.node:
             self._drop("wrong-node", f"reply for node {wire.node}")
             return
-        if self._pending.get(reply.req_id) != (reply.lease, wire.ts):
+        waiting = self._pending.get(reply.lease)
+        if waiting is None or waiting.get(reply.req_id) != wire.ts:
             self._drop("unexpected-reply", f"req_id {reply.req_id} lease {reply.lease}")
             return
-        del self._pending[reply.req_id]
+        del waiting[reply.req_id]
         self._confirm_until = time.monotonic() + _CONFIRM_FOR
         self.counters[f"reply.{reply.result}"] += 1
         if reply.result is Result.ERROR:
