@@ -41,11 +41,12 @@ import platform
 import shlex
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -359,64 +360,63 @@ def measure_cost(
     return cost
 
 
-# Runs in the client's namespace: one line "SECONDS SRC VRID" per IPv4 VRRP advert, SECONDS the
-# kernel's receive time (SO_TIMESTAMPNS), so a starved sniffer does not add jitter of its own.
-SNIFFER = r"""
-import socket, struct, sys
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-group = socket.inet_aton("224.0.0.18") + socket.inet_aton(sys.argv[1])
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group)
-print("ready", flush=True)
-out = sys.stdout
-while True:
-    data, anc, _, addr = s.recvmsg(2048, 64)
-    ts = None
-    for level, kind, value in anc:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-            sec, nsec = struct.unpack("qq", value[:16])
-            ts = sec + nsec / 1e9
-    if ts is None:
-        continue
-    ihl = (data[0] & 15) * 4
-    out.write(f"{ts:.9f} {addr[0]} {data[ihl + 1]}\n")
-    out.flush()
-"""
-
-
 class Sniffer:
+    """Every IPv4 VRRP advert the client's eth0 receives, as (seconds, source, VRID), from a
+    tcpdump capture read when it stops.
+
+    The times are the kernel's receive times (nanoseconds). tcpdump reads through a ring the
+    kernel fills and hands over a block at a time, so the observer wakes up a few times a
+    second, not once per advert: on this 2-CPU host every task that wakes on the master's CPU
+    in the middle of a burst of adverts can delay the rest of the burst by a tick
+    (docs/chaos.md finding 5), and a sniffer that woke per advert (a raw socket and a line
+    through a pipe per advert, before) was such a task, for either implementation."""
+
     def __init__(self, client: Host) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="sniff-")
+        self.path = Path(self._dir.name) / "adverts.pcap"
+        argv = ["tcpdump", "-i", "eth0", "-n", "-s", "128", "-Z", "root"]
+        argv += ["--time-stamp-precision", "nano", "-w", str(self.path), "ip proto 112"]
         self.proc = client.popen(
-            [sys.executable, "-c", SNIFFER, "192.0.2.50"],
-            stdout=subprocess.PIPE,
+            argv,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.seen: list[tuple[float, str, int]] = []
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("sniffer did not start")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with contextlib.suppress(ValueError, OSError):
-            for line in self.proc.stdout:
-                parts = line.split()
-                if parts == ["ready"]:
-                    self._ready.set()
-                elif len(parts) == 3:
-                    self.seen.append((float(parts[0]), parts[1], int(parts[2])))
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline()  # "listening on eth0, ..." once it captures
+        if "listening on" not in line:
+            raise RuntimeError(f"tcpdump did not start: {line}{self.proc.stderr.read()}")
 
     def stop(self) -> list[tuple[float, str, int]]:
-        self.proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        self.proc.send_signal(signal.SIGINT)  # flushes its buffer into the file
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
             self.proc.wait(5)
-        self._thread.join(5)
-        return list(self.seen)
+        try:
+            return read_adverts(self.path.read_bytes())
+        finally:
+            self._dir.cleanup()
+
+
+def read_adverts(pcap: bytes) -> list[tuple[float, str, int]]:
+    """(seconds, source, VRID) of each IPv4 VRRP packet in a nanosecond pcap of Ethernet."""
+    magic, _, _, _, _, _, linktype = struct.unpack_from("<IHHiIII", pcap)
+    if magic != 0xA1B23C4D or linktype != 1:
+        raise RuntimeError(f"not a nanosecond Ethernet pcap (magic {magic:#x}, link {linktype})")
+    out, at = [], 24
+    while at + 16 <= len(pcap):
+        sec, nsec, caplen, _ = struct.unpack_from("<IIII", pcap, at)
+        frame = pcap[at + 16 : at + 16 + caplen]
+        at += 16 + caplen
+        ip = frame[14:]
+        if len(frame) < 14 + 20 or frame[12:14] != b"\x08\x00" or ip[9] != 112:
+            continue
+        ihl = (ip[0] & 15) * 4
+        if len(ip) > ihl + 1:
+            out.append((sec + nsec / 1e9, socket.inet_ntoa(ip[12:16]), ip[ihl + 1]))
+    return out
 
 
 def intervals(seen: list[tuple[float, str, int]], src: str) -> list[float]:
