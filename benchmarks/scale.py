@@ -21,9 +21,10 @@ while it sends 100 instances' gratuitous ARPs at once).
   guard; keepalived: its parent and VRRP child, i.e. its process group) over consecutive
   windows after a warm-up, as % of one core; median and min-max over the windows. RSS: VmRSS
   summed over the same processes; PSS likewise (shared pages split between them).
-- Jitter: a raw socket in the client namespace receives every advert with its kernel receive
-  time (SO_TIMESTAMPNS): the interval between two consecutive adverts of one VRID from the
-  master, pooled over the VRIDs; jitter is |interval - advert interval|.
+- Jitter: tcpdump in the client namespace captures every advert with its kernel receive time
+  (nanoseconds), waking a few times a second rather than once per advert (:class:`Sniffer`):
+  the interval between two consecutive adverts of one VRID from the master, pooled over the
+  VRIDs; jitter is |interval - advert interval|.
 - CPU hog: one busy process per CPU on the host (``--hog python``, the default: always there),
   or ``stress-ng --cpu N`` (``--hog stress-ng``, Debian package stress-ng).
 - Spurious failovers: transitions of the backup to master during a run with nothing wrong but
@@ -695,11 +696,11 @@ def write_markdown(
             "",
             jitter_table(runs),
             "",
-            "Adverts of the master as the client's kernel received them (SO_TIMESTAMPNS on a raw",
-            "socket in the client namespace); interval: between two consecutive adverts of one",
-            "VRID, pooled over the VRIDs; jitter: |interval - advert interval|. The CPU hog is",
-            f"one busy process per CPU on the host ({args.hog}), at the same priority as the",
-            "daemons. Spurious failovers: transitions of the backup to master (its log), plus",
+            "Adverts of the master as the client's kernel received them (a tcpdump capture in",
+            "the client namespace, nanosecond times); interval: between two consecutive adverts",
+            "of one VRID, pooled over the VRIDs; jitter: |interval - advert interval|. The CPU",
+            f"hog is one busy process per CPU on the host ({args.hog}), at the same priority as",
+            "the daemons. Spurious failovers: transitions of the backup to master (its log), plus",
             "instances the master no longer held at the end; the goal is none.",
             *(
                 [
