@@ -124,7 +124,7 @@ def main() -> int:
     with scale.pair_of(args.impl, args.count, args.interval) as (n1, n2, client):
         assert n1.proc is not None
         loop_tid = n1.proc.pid  # vipd's event loop runs on its main thread
-        sniffer = scale.Sniffer(client)
+        sniffer = scale.LiveSniffer(client)
         watch = threading.Thread(target=monitor, args=(n1.proc.pid, samples, stop), daemon=True)
         watch.start()
         base = n2.became_master()

@@ -64,7 +64,7 @@ def one_round(impl: str, count: int, neighbours: int, after: float) -> Round:
     with scale.pair_of(impl, count, 0.1) as (n1, n2, client):
         if neighbours:
             add_neighbours(n2.host, neighbours)
-        sniffer = scale.Sniffer(client)
+        sniffer = scale.LiveSniffer(client)
         with scale.cpu_hog("python"):
             time.sleep(2.0)  # the hog at full speed
             killed = time.time()
