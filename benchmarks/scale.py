@@ -453,7 +453,7 @@ class LiveSniffer:
     kernel's receive times (SO_TIMESTAMPNS), one line through a pipe per advert. It wakes once
     per advert, so the jitter runs use :class:`Sniffer`; takeover.py and advert_gaps.py keep
     this one, with which their figures were measured. With tcpdump instead, keepalived's
-    takeover measured 63-72 ms in 4 of 9 rounds (one of the two without promiscuous mode
+    takeover measured 63-72 ms in 4 of 9 rounds (one of the four without promiscuous mode
     among them), in which its master had sent nothing for about 300 ms before the kill; with
     this one 290, 327 and 328 ms in 3 rounds (session 11; not explained)."""
 
