@@ -262,7 +262,7 @@ class LeaseTable:
 
     def handle_batch(self, batch: Iterable[tuple[Request, str]]) -> list[Outcome]:
         """The outcome of each (request, node) in order, durable when this returns."""
-        outcomes = [self._handle(req, node) for req, node in batch]
+        outcomes = [self._outcome(req, node) for req, node in batch]
         error = self._commit()
         return [_after_failed_write(o, error) for o in outcomes] if error else outcomes
 
@@ -286,6 +286,14 @@ class LeaseTable:
         self._unconfirmed.setdefault(name, self._leases[name])
         self._leases[name] = lease
         return lease
+
+    def _outcome(self, req: Request, node: str) -> Outcome:
+        outcome = self._handle(req, node)
+        if outcome.reply.result in (Result.GRANTED, Result.RENEWED):
+            # Rests on a change of this lease not yet written? Then it waits for the write.
+            pending = req.lease in self._unconfirmed
+            return dataclasses.replace(outcome, pending=pending) if pending else outcome
+        return outcome
 
     def _handle(self, req: Request, node: str) -> Outcome:
         lease = self._leases.get(req.lease) if req.lease in self.served else None
@@ -313,7 +321,7 @@ class LeaseTable:
         new = self._change(req.lease, _Lease(lease.epoch + 1, node, ttl, now + ttl))
         reply = Reply(req.lease, req.req_id, Result.GRANTED, epoch=new.epoch, ttl=ttl)
         previous = f"after {lease.holder} (epoch {lease.epoch})" if lease.holder else "free"
-        return Outcome(reply, "lease-granted", f"new epoch, {previous}", pending=True)
+        return Outcome(reply, "lease-granted", f"new epoch, {previous}")
 
     def _renew(self, req: Request, node: str, lease: _Lease) -> Outcome:
         # Still ours if nobody else was granted it since and we did not release it, even if it
@@ -330,7 +338,7 @@ class LeaseTable:
         # Never shorten: the holder may count on the expiry an earlier reply promised.
         lease.expiry = max(lease.expiry, self._now() + ttl)
         reply = Reply(req.lease, req.req_id, result, epoch=lease.epoch, ttl=ttl)
-        return Outcome(reply, event, detail, pending=req.lease in self._unconfirmed)
+        return Outcome(reply, event, detail)
 
     def _release(self, req: Request, node: str, lease: _Lease) -> Outcome:
         reply = Reply(req.lease, req.req_id, Result.RELEASED, epoch=req.epoch)
